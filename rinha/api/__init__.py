@@ -1,0 +1,1 @@
+"""The API node: validates payments, buffers them, and answers at once; batches go to the worker."""

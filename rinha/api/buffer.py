@@ -1,0 +1,76 @@
+"""The API node's local payment buffer: accepted payments wait here until the worker has them.
+
+A payment is held from `add` until the worker ACKs the batch that carried it. Batches are cut
+on a short timer (or when full), sent at once if the link is up, and resent in order after a
+reconnect; the worker ignores correlationIds it has seen, so resending never charges twice.
+What a killed API node loses is exactly what is held here: at most one flush interval of
+unsent payments plus the batches in flight to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from rinha.link import frames
+from rinha.link.client import LinkClient
+
+
+class PaymentBuffer:
+    __slots__ = ("loop", "link", "flush_interval_s", "batch_max", "capacity",
+                 "unsent", "unacked", "held", "next_seq", "flush_timer")
+
+    def __init__(self, *, flush_interval_s: float, batch_max: int, capacity: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.link: LinkClient | None = None
+        self.flush_interval_s = flush_interval_s
+        self.batch_max = batch_max
+        self.capacity = capacity
+        self.unsent: list[tuple[str, int]] = []
+        self.unacked: dict[int, tuple[bytes, int]] = {}  # seq -> (encoded frame, payments in it)
+        self.held = 0
+        self.next_seq = 1
+        self.flush_timer: asyncio.TimerHandle | None = None
+
+    def add(self, correlation_id: str, cents: int) -> bool:
+        """Holds one payment; False when the buffer is full (the caller answers 503)."""
+        if self.held >= self.capacity:
+            return False
+        self.unsent.append((correlation_id, cents))
+        self.held += 1
+        if len(self.unsent) >= self.batch_max:
+            self.flush()
+        elif self.flush_timer is None:
+            self.flush_timer = self.loop.call_later(self.flush_interval_s, self.flush)
+        return True
+
+    def flush(self) -> None:
+        """Cuts the unsent payments into batches and sends them, if the link is up."""
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        link = self.link
+        if link is None or not link.connected:
+            return  # on_connected flushes
+        unsent, self.unsent = self.unsent, []
+        for start in range(0, len(unsent), self.batch_max):
+            batch = unsent[start:start + self.batch_max]
+            seq = self.next_seq
+            self.next_seq += 1
+            frame = frames.encode(frames.BATCH, {"seq": seq, "payments": batch})
+            self.unacked[seq] = (frame, len(batch))
+            link.send(frame)
+
+    def on_ack(self, seq: int) -> None:
+        entry = self.unacked.pop(seq, None)
+        if entry is not None:
+            self.held -= entry[1]
+
+    def on_connected(self) -> None:
+        """A new connection: resend every unacknowledged batch in order, then what is unsent."""
+        for frame, _ in self.unacked.values():
+            self.link.send(frame)
+        self.flush()
+
+    @property
+    def unacked_payments(self) -> int:
+        return self.held - len(self.unsent)

@@ -1,0 +1,80 @@
+"""The API node's routes. `handle` is called by the HTTP protocol for every complete request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from rinha.api.buffer import PaymentBuffer
+from rinha.api.validation import InvalidInput, parse_payment, parse_summary_query
+from rinha.http import responses
+from rinha.link.client import LinkClient, LinkDown
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = responses.build(202)
+BUFFER_FULL = responses.json(503, {"error": "payment buffer full; retry shortly"}, extra_headers=b"retry-after: 1\r\n")
+# The node is healthy either way (it keeps accepting while the worker is away); the link's state
+# is there for readiness checks.
+HEALTHY_LINKED = responses.json(200, {"status": "ok", "link": "up"})
+HEALTHY_UNLINKED = responses.json(200, {"status": "ok", "link": "down"})
+NOT_FOUND = responses.error(404, "no such route")
+WORKER_DOWN = responses.json(503, {"error": "worker unreachable; retry shortly"}, extra_headers=b"retry-after: 1\r\n")
+WORKER_TIMEOUT = responses.error(504, "worker did not answer in time")
+
+ROUTES = {
+    b"/payments": b"POST",
+    b"/payments-summary": b"GET",
+    b"/purge-payments": b"POST",
+    b"/healthcheck": b"GET",
+}
+METHOD_NOT_ALLOWED = {
+    path: responses.json(405, {"error": f"use {method.decode()}"}, extra_headers=b"allow: " + method + b"\r\n")
+    for path, method in ROUTES.items()
+}
+
+
+class ApiApp:
+    __slots__ = ("buffer", "link", "summary_timeout_s")
+
+    def __init__(self, buffer: PaymentBuffer, link: LinkClient, summary_timeout_s: float) -> None:
+        self.buffer = buffer
+        self.link = link
+        self.summary_timeout_s = summary_timeout_s
+
+    def handle(self, method, path, query, body, headers):
+        if path == b"/payments":
+            if method != b"POST":
+                return METHOD_NOT_ALLOWED[path]
+            try:
+                correlation_id, cents = parse_payment(body)
+            except InvalidInput as bad:
+                return responses.error(bad.status, bad.message)
+            return ACCEPTED if self.buffer.add(correlation_id, cents) else BUFFER_FULL
+        expected = ROUTES.get(path)
+        if expected is None:
+            return NOT_FOUND
+        if method != expected:
+            return METHOD_NOT_ALLOWED[path]
+        if path == b"/payments-summary":
+            try:
+                start, end = parse_summary_query(query)
+            except InvalidInput as bad:
+                return responses.error(bad.status, bad.message)
+            return self._ask_worker({"op": "summary", "from": start, "to": end})
+        if path == b"/purge-payments":
+            return self._ask_worker({"op": "purge"})
+        return HEALTHY_LINKED if self.link.connected else HEALTHY_UNLINKED
+
+    async def _ask_worker(self, request: dict) -> bytes:
+        if request["op"] == "summary":
+            # Payments this node accepted just before the question must be in the answer:
+            # send them first (the link is ordered, so the worker sees them before the request).
+            self.buffer.flush()
+        try:
+            reply = await self.link.request(request, self.summary_timeout_s)
+        except LinkDown:
+            return WORKER_DOWN
+        except asyncio.TimeoutError:
+            return WORKER_TIMEOUT
+        return responses.json(reply["status"], reply["body"])

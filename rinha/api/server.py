@@ -1,0 +1,82 @@
+"""Starts an API node: the HTTP listener(s), the payment buffer and the link to the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import uvloop
+
+from rinha.api.buffer import PaymentBuffer
+from rinha.api.routes import ApiApp
+from rinha.config import ApiConfig, split_host_port
+from rinha.http.protocol import HttpProtocol, Limits, ServerState
+from rinha.link.client import LinkClient
+
+log = logging.getLogger(__name__)
+
+# On SIGTERM, how long to wait for the worker to acknowledge what this node still holds.
+DRAIN_TIMEOUT_S = 5.0
+
+
+async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    buffer = PaymentBuffer(flush_interval_s=config.flush_interval_ms / 1000, batch_max=config.batch_max,
+                           capacity=config.buffer_max)
+    host, port = split_host_port(config.worker)
+    link = LinkClient(host, port, on_connected=buffer.on_connected, on_ack=buffer.on_ack,
+                      max_backoff_s=config.reconnect_max_backoff_s)
+    buffer.link = link
+    link.start()
+
+    app = ApiApp(buffer, link, config.summary_timeout_s)
+    limits = Limits(max_body_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes,
+                    keepalive_timeout_s=config.keepalive_timeout_s)
+    state = ServerState()
+
+    def protocol() -> HttpProtocol:
+        return HttpProtocol(app, limits, state)
+
+    servers = []
+    if config.socket:
+        if os.path.exists(config.socket):
+            os.unlink(config.socket)
+        os.makedirs(os.path.dirname(config.socket) or ".", exist_ok=True)
+        servers.append(await loop.create_unix_server(protocol, config.socket, backlog=4096))
+        # NGINX may run as another user (the Docker image's `nginx`): let it connect.
+        os.chmod(config.socket, 0o666)
+    if config.port:
+        servers.append(await loop.create_server(protocol, "127.0.0.1", config.port, backlog=4096))
+    log.info("%s listening on %s%s", config.name, config.socket,
+             f" and 127.0.0.1:{config.port}" if config.port else "")
+
+    await stop.wait()
+    log.info("%s stopping: %d payments held", config.name, buffer.held)
+    for server in servers:
+        server.close()
+    for connection in list(state.connections):
+        connection.shutdown()
+    buffer.flush()
+    deadline = loop.time() + DRAIN_TIMEOUT_S
+    while buffer.held and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+        buffer.flush()
+    if buffer.held:
+        log.error("%s stopped with %d payments not acknowledged by the worker", config.name, buffer.held)
+    await link.close()
+    if config.socket and os.path.exists(config.socket):
+        os.unlink(config.socket)
+
+
+def run(config: ApiConfig) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    uvloop.run(main())
+    return 0

@@ -1,0 +1,195 @@
+"""One frozen settings object per role, built once at start-up from flags and environment.
+
+Every field is a command-line flag (`--flush-interval-ms`) with an environment twin
+(`RINHA_API_FLUSH_INTERVAL_MS`: prefix, role, field); the flag wins, then the
+environment, then the default. Nothing reads `os.environ` after start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+
+def _opt(default: Any, help: str, env: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "env": env})
+
+
+def env_name(cls: type, f: dataclasses.Field) -> str:
+    """`RINHA_<ROLE>_<FIELD>` (e.g. RINHA_API_FLUSH_INTERVAL_MS), unless the field names its own."""
+    return f.metadata.get("env") or f"RINHA_{cls.ROLE.upper()}_{f.name.upper()}"
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _converter(f: dataclasses.Field):
+    kind = type(f.default)
+    if kind is bool:
+        return _parse_bool
+    return kind
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Adds one flag per field of `cls`; defaults stay None so the environment can fill in."""
+    for f in dataclasses.fields(cls):
+        parser.add_argument(
+            flag_name(f),
+            dest=f.name,
+            type=_converter(f),
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata['help']} (env {env_name(cls, f)}, default {f.default!r})",
+        )
+
+
+def build(cls: type, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None):
+    """Builds a frozen config: flag, else environment variable, else the field's default."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        given = getattr(args, f.name, None) if args is not None else None
+        if given is not None:
+            values[f.name] = given
+            continue
+        raw = environ.get(env_name(cls, f))
+        if raw is not None:
+            try:
+                values[f.name] = _converter(f)(raw)
+            except ValueError as exc:
+                raise SystemExit(f"rinha: bad value for {env_name(cls, f)}: {exc}") from None
+    config = cls(**values)
+    config.check()
+    return config
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"rinha: expected HOST:PORT, got {address!r}")
+    return host or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """An API node: accepts payments over HTTP and batches them to the worker."""
+
+    ROLE: ClassVar[str] = "api"
+
+    socket: str = _opt("/tmp/rinha/api1.sock", "Unix socket to serve HTTP on (NGINX's upstream)")
+    port: int = _opt(0, "also serve HTTP on this TCP port of 127.0.0.1 (0 = off; for development)")
+    worker: str = _opt("127.0.0.1:9100", "HOST:PORT of the worker node's link")
+    name: str = _opt("api", "name of this node in logs")
+    # A flush every 2 ms keeps the worker no more than a few ms behind while batching ~1 payment
+    # per ms of the official peak into one frame; what an API node can lose if killed is this window.
+    flush_interval_ms: float = _opt(2.0, "how long a payment may wait in the local buffer before its batch is sent")
+    batch_max: int = _opt(512, "most payments in one link frame")
+    # 100k payments is minutes of the official peak rate and about 15 MB: room for a worker restart.
+    buffer_max: int = _opt(100_000, "most payments held (unsent + unacknowledged) before POST answers 503")
+    max_body_bytes: int = _opt(4096, "largest request body accepted; larger gets 413")
+    max_header_bytes: int = _opt(8192, "largest request head (line + headers) accepted; larger gets 431")
+    # Longer than NGINX's upstream keepalive_timeout (60 s in nginx.conf), so NGINX always closes
+    # an idle upstream connection first and never sends a POST into one we are closing.
+    keepalive_timeout_s: float = _opt(75.0, "idle keep-alive connections are closed after this")
+    summary_timeout_s: float = _opt(5.0, "how long GET /payments-summary waits for the worker before 504")
+    reconnect_max_backoff_s: float = _opt(1.0, "ceiling of the link's reconnect backoff (starts at 20 ms, doubles)")
+    log_level: str = _opt("INFO", "logging level")
+
+    def check(self) -> None:
+        _positive(self, "flush_interval_ms", "batch_max", "buffer_max", "max_body_bytes", "max_header_bytes",
+                  "keepalive_timeout_s", "summary_timeout_s", "reconnect_max_backoff_s")
+        split_host_port(self.worker)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The worker node: owns the queue, the processor calls, routing and the ledger."""
+
+    ROLE: ClassVar[str] = "worker"
+
+    listen: str = _opt("127.0.0.1:9100", "HOST:PORT for the API nodes' link")
+    default_url: str = _opt("http://127.0.0.1:8001", "base URL of the default (cheap) payment processor")
+    fallback_url: str = _opt("http://127.0.0.1:8002", "base URL of the fallback (expensive) payment processor")
+    # The official peak is ~550 payments/s; at the schedule's 100 ms delay that is ~55 calls in
+    # flight, so 64 senders keep up without opening hundreds of sockets.
+    senders: int = _opt(64, "payments in flight to the processors at once")
+    # Generous on purpose: a call we abandon may still be stored by the processor later, which the
+    # auditor would see before we do. The payment stays pinned to that processor either way.
+    request_timeout_s: float = _opt(10.0, "client timeout of one call to a processor")
+    # A processor stores a payment just before answering, so an answer still on its way when the
+    # auditor asks is in their books but not yet in ours: summaries wait this long for such calls.
+    settle_timeout_ms: float = _opt(250.0, "how long a summary waits for calls in flight inside its window")
+    retry_backoff_ms: float = _opt(20.0, "first pause of a sender after a failed call (doubles per failure)")
+    retry_backoff_max_ms: float = _opt(500.0, "ceiling of a sender's pause after failed calls")
+    log_level: str = _opt("INFO", "logging level")
+
+    def check(self) -> None:
+        _positive(self, "senders", "request_timeout_s", "settle_timeout_ms", "retry_backoff_ms", "retry_backoff_max_ms")
+        split_host_port(self.listen)
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """A stand-in for one payment processor, exact to SPEC.md section 2."""
+
+    ROLE: ClassVar[str] = "emulator"
+
+    port: int = _opt(8001, "TCP port to listen on")
+    host: str = _opt("127.0.0.1", "address to listen on")
+    fee: float = _opt(0.05, "fee per transaction, as a fraction of the amount")
+    token: str = _opt("123", "initial admin token (header X-Rinha-Token)")
+    rate_limit_seconds: float = _opt(5.0, "health endpoint: one call per this fixed window")
+    max_concurrent: int = _opt(800, "payments served at once")
+    max_queued: int = _opt(500, "payments waiting for a free slot before 429")
+    log_level: str = _opt("WARNING", "logging level")
+
+    def check(self) -> None:
+        _positive(self, "rate_limit_seconds", "max_concurrent")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The local launcher: NGINX, two API nodes, the worker and (unless URLs are given) two emulators."""
+
+    ROLE: ClassVar[str] = "stack"
+
+    port: int = _opt(9999, "port NGINX listens on")
+    default_url: str = _opt("", "use this default processor instead of starting an emulator on :8001")
+    fallback_url: str = _opt("", "use this fallback processor instead of starting an emulator on :8002")
+    worker_port: int = _opt(9100, "TCP port of the worker's link")
+    default_port: int = _opt(8001, "port of the default emulator (when no --default-url)")
+    fallback_port: int = _opt(8002, "port of the fallback emulator (when no --fallback-url)")
+    run_dir: str = _opt("/tmp/rinha-stack", "where sockets, the rendered nginx.conf and pid files go")
+    nginx: str = _opt("nginx", "the NGINX binary")
+    start_timeout_s: float = _opt(20.0, "how long to wait for every process to answer")
+    log_level: str = _opt("INFO", "logging level of the nodes")
+
+    def check(self) -> None:
+        _positive(self, "port", "worker_port", "default_port", "fallback_port", "start_timeout_s")
+
+
+def _positive(config: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(config, name) > 0:
+            raise SystemExit(f"rinha: {name} must be positive, got {getattr(config, name)!r}")
+
+
+ROLES: dict[str, type] = {
+    "api": ApiConfig,
+    "worker": WorkerConfig,
+    "emulator": EmulatorConfig,
+    "stack": StackConfig,
+}

@@ -1,0 +1,135 @@
+"""The API node's end of the link: one TCP connection to the worker, kept up with backoff.
+
+It knows nothing about payments: it sends frames, hands ACKs to whoever owns the batches, and
+matches REPLY frames to the requests that are waiting for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Callable
+
+from rinha.link import frames
+
+log = logging.getLogger(__name__)
+
+FIRST_BACKOFF_S = 0.02
+
+
+class LinkDown(Exception):
+    """The worker is not reachable right now (or went away while we waited for it)."""
+
+
+class LinkClient:
+    def __init__(self, host: str, port: int, *, on_connected: Callable[[], None],
+                 on_ack: Callable[[int], None], max_backoff_s: float = 1.0) -> None:
+        self.host = host
+        self.port = port
+        self.on_connected = on_connected
+        self.on_ack = on_ack
+        self.max_backoff_s = max_backoff_s
+        self.transport: asyncio.Transport | None = None
+        self.replies: dict[int, asyncio.Future] = {}
+        self.request_ids = itertools.count(1)
+        self.reconnects = 0
+        self._task: asyncio.Task | None = None
+        self._lost: asyncio.Future | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._keep_connected())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.transport is not None:
+            self.transport.close()
+
+    def send(self, frame: bytes) -> bool:
+        if self.transport is None:
+            return False
+        self.transport.write(frame)
+        return True
+
+    async def request(self, payload: dict, timeout_s: float) -> dict:
+        """Sends a REQUEST and waits for its REPLY. Raises LinkDown or asyncio.TimeoutError."""
+        if self.transport is None:
+            raise LinkDown("worker link is down")
+        request_id = next(self.request_ids)
+        reply = asyncio.get_running_loop().create_future()
+        self.replies[request_id] = reply
+        try:
+            self.transport.write(frames.encode(frames.REQUEST, {"id": request_id, **payload}))
+            return await asyncio.wait_for(reply, timeout_s)
+        finally:
+            self.replies.pop(request_id, None)
+
+    async def _keep_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                transport, _ = await loop.create_connection(lambda: _LinkProtocol(self), self.host, self.port)
+            except OSError as exc:
+                log.debug("link to %s:%s refused (%s); retry in %.0f ms", self.host, self.port, exc, backoff * 1e3)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            backoff = FIRST_BACKOFF_S
+            self._lost = loop.create_future()
+            self.transport = transport
+            log.info("link to worker %s:%s up", self.host, self.port)
+            self.on_connected()
+            await self._lost
+            self.reconnects += 1
+            log.warning("link to worker %s:%s lost; reconnecting", self.host, self.port)
+
+    # Called by _LinkProtocol
+
+    def _frame_received(self, kind: int, payload: dict) -> None:
+        if kind == frames.ACK:
+            self.on_ack(payload["seq"])
+        elif kind == frames.REPLY:
+            reply = self.replies.get(payload["id"])
+            if reply is not None and not reply.done():
+                reply.set_result(payload)
+
+    def _connection_lost(self) -> None:
+        self.transport = None
+        for reply in self.replies.values():
+            if not reply.done():
+                reply.set_exception(LinkDown("worker link lost"))
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+
+class _LinkProtocol(asyncio.Protocol):
+    __slots__ = ("client", "decoder", "transport")
+
+    def __init__(self, client: LinkClient) -> None:
+        self.client = client
+        self.decoder = frames.FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for kind, payload in self.decoder.feed(data):
+                self.client._frame_received(kind, payload)
+        except (frames.FrameError, KeyError, TypeError) as exc:
+            log.error("bad frame from worker (%s); dropping the link", exc)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._connection_lost()

@@ -1,0 +1,67 @@
+"""The worker's end of the link: accepts API node connections, turns frames into worker calls.
+
+The worker itself is anything with `accept(payments)` (synchronous: the batch is queued before
+the ACK goes out) and `async answer(request) -> (status, body)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from rinha.link import frames
+
+log = logging.getLogger(__name__)
+
+
+class LinkHandler(Protocol):
+    def accept(self, payments: list) -> None: ...
+
+    async def answer(self, request: dict) -> tuple[int, object]: ...
+
+
+class LinkServerProtocol(asyncio.Protocol):
+    __slots__ = ("handler", "decoder", "transport", "tasks", "peer")
+
+    def __init__(self, handler: LinkHandler) -> None:
+        self.handler = handler
+        self.decoder = frames.FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.peer = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        log.info("API node connected from %s", self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        log.info("API node %s disconnected", self.peer)
+        for task in self.tasks:
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for kind, payload in self.decoder.feed(data):
+                if kind == frames.BATCH:
+                    self.handler.accept(payload["payments"])
+                    self.transport.write(frames.encode(frames.ACK, {"seq": payload["seq"]}))
+                elif kind == frames.REQUEST:
+                    task = asyncio.get_running_loop().create_task(self._answer(payload))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                else:
+                    raise frames.FrameError(f"unexpected frame kind {kind} from an API node")
+        except (frames.FrameError, KeyError, TypeError, ValueError) as exc:
+            log.error("bad frame from %s (%s); dropping the connection", self.peer, exc)
+            self.transport.close()
+
+    async def _answer(self, request: dict) -> None:
+        try:
+            status, body = await self.handler.answer(request)
+        except Exception:
+            log.exception("request %r failed", request)
+            status, body = 500, {"error": "worker failed to answer"}
+        if not self.transport.is_closing():
+            self.transport.write(frames.encode(frames.REPLY, {"id": request.get("id"), "status": status, "body": body}))

@@ -1,0 +1,251 @@
+"""`rinha stack`: NGINX, two API nodes, the worker and (unless URLs are given) two emulators.
+
+Usable from the command line (runs until Ctrl-C or SIGTERM) and from Python (`Stack` is a context
+manager, used by the tests and the load-test runner). It stops exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable
+
+from rinha.config import StackConfig
+
+REPO_NGINX_CONF = Path(__file__).resolve().parents[2] / "nginx.conf"
+DOCKER_SOCKET_DIR = "/run/rinha"
+DOCKER_PORT = "listen 9999"
+STOP_TIMEOUT_S = 10.0
+
+
+class StackError(Exception):
+    pass
+
+
+def render_nginx_conf(template: str, *, port: int, socket_dir: str) -> str:
+    """The repo's nginx.conf with this machine's port and socket directory substituted."""
+    if DOCKER_PORT not in template or DOCKER_SOCKET_DIR not in template:
+        raise StackError(f"nginx.conf must contain '{DOCKER_PORT}' and '{DOCKER_SOCKET_DIR}' to be rendered")
+    return template.replace(DOCKER_PORT, f"listen 127.0.0.1:{port}").replace(DOCKER_SOCKET_DIR, socket_dir)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+    expected_exit: bool = False
+    pump: threading.Thread | None = None
+
+
+@dataclass
+class Stack:
+    """The processes of one local deployment. `start()` returns once every one answers."""
+
+    config: StackConfig
+    python: str = sys.executable
+    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    node_log_level: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+    died: list[str] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.run_dir)
+
+    @property
+    def default_url(self) -> str:
+        return self.config.default_url or f"http://127.0.0.1:{self.config.default_port}"
+
+    @property
+    def fallback_url(self) -> str:
+        return self.config.fallback_url or f"http://127.0.0.1:{self.config.fallback_port}"
+
+    def socket_path(self, n: int) -> str:
+        return str(self.run_dir / f"api{n}.sock")
+
+    def by_name(self, name: str) -> Child:
+        return next(child for child in self.children if child.name == name)
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.process.pid for c in self.children if c.process and c.process.poll() is None}
+
+    # Start and stop
+
+    def start(self) -> "Stack":
+        self._check_nginx()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o755)
+        _check_reachable_by_others(self.run_dir)
+        cfg = self.config
+        level = self.node_log_level or cfg.log_level
+        rinha = [self.python, "-m", "rinha"]
+        try:
+            if not cfg.default_url:
+                self._spawn("default", rinha + ["emulator", "--port", str(cfg.default_port), "--fee", "0.05"])
+            if not cfg.fallback_url:
+                self._spawn("fallback", rinha + ["emulator", "--port", str(cfg.fallback_port), "--fee", "0.15"])
+            self._spawn("worker", rinha + ["worker", "--listen", f"127.0.0.1:{cfg.worker_port}",
+                                           "--default-url", self.default_url, "--fallback-url", self.fallback_url,
+                                           "--log-level", level])
+            for n in (1, 2):
+                self._spawn(f"api{n}", rinha + ["api", "--socket", self.socket_path(n), "--name", f"api{n}",
+                                                "--worker", f"127.0.0.1:{cfg.worker_port}", "--log-level", level])
+            self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.worker_port), None), "worker")
+            for n in (1, 2):
+                self._wait_ready(lambda n=n: _answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
+                                 f"api{n}")
+            conf = self.run_dir / "nginx.conf"
+            conf.write_text(render_nginx_conf(REPO_NGINX_CONF.read_text(), port=cfg.port, socket_dir=str(self.run_dir)))
+            self._spawn("nginx", [cfg.nginx, "-c", str(conf), "-e", "stderr",
+                                  "-g", f"daemon off; pid {self.run_dir / 'nginx.pid'};"])
+            if not cfg.default_url:
+                self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.default_port), _probe_path()), "default")
+            if not cfg.fallback_url:
+                self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.fallback_port), _probe_path()), "fallback")
+            self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.port), "/healthcheck"), "nginx")
+        except BaseException:
+            self.stop()
+            raise
+        self.log(f"[stack] up: http://127.0.0.1:{cfg.port} -> {self.socket_path(1)}, {self.socket_path(2)} "
+                 f"-> worker 127.0.0.1:{cfg.worker_port} -> default {self.default_url}, fallback {self.fallback_url}")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM to each child, front to back (NGINX first, emulators last), then SIGKILL if stuck."""
+        for child in reversed(self.children):
+            process = child.process
+            if process is None or process.poll() is not None:
+                continue
+            child.expected_exit = True
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.log(f"[stack] {child.name} (pid {process.pid}) ignored SIGTERM; killing it")
+                process.kill()
+                process.wait()
+        for child in self.children:
+            if child.pump is not None:
+                child.pump.join(timeout=2)
+
+    def stop_child(self, name: str, sig: int = signal.SIGTERM) -> int:
+        """Stops one child (SIGTERM by default; SIGKILL for crash drills) and returns its exit code."""
+        child = self.by_name(name)
+        child.expected_exit = True
+        child.process.send_signal(sig)
+        return child.process.wait(STOP_TIMEOUT_S)
+
+    def restart(self, name: str) -> None:
+        """Starts again a child that was stopped or died (crash drills)."""
+        child = self.by_name(name)
+        if child.process is not None and child.process.poll() is None:
+            raise StackError(f"{name} is still running")
+        child.expected_exit = False
+        self._launch(child)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # Internals
+
+    def _check_nginx(self) -> None:
+        if subprocess.run(["sh", "-c", f"command -v {self.config.nginx}"], capture_output=True).returncode != 0:
+            raise StackError(f"NGINX not found ('{self.config.nginx}'). Install it: apt-get install -y nginx")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        child = Child(name, argv)
+        self.children.append(child)
+        self._launch(child)
+
+    def _launch(self, child: Child) -> None:
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        child.process = subprocess.Popen(child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        child.pump = threading.Thread(target=self._pump, args=(child, child.process), daemon=True,
+                                      name=f"log-{child.name}")
+        child.pump.start()
+
+    def _pump(self, child: Child, process: subprocess.Popen) -> None:
+        """Streams one child's output with its name in front, then reports how it ended."""
+        stream: IO[bytes] = process.stdout
+        for raw in iter(stream.readline, b""):
+            self.log(f"[{child.name}] {raw.decode(errors='replace').rstrip()}")
+        stream.close()
+        code = process.wait()
+        if not child.expected_exit:
+            self.died.append(child.name)
+            self.log(f"[stack] !!! {child.name} (pid {process.pid}) DIED with exit code {code} !!!")
+
+    def _wait_ready(self, probe: Callable[[], bool], name: str) -> None:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        child = self.by_name(name)
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise StackError(f"{name} exited with code {child.process.returncode} while starting")
+            if probe():
+                return
+            time.sleep(0.05)
+        raise StackError(f"{name} did not answer within {self.config.start_timeout_s} s")
+
+
+def _check_reachable_by_others(directory: Path) -> None:
+    """NGINX's workers run unprivileged: every folder above the sockets must let them through."""
+    for folder in [directory, *directory.resolve().parents]:
+        if not os.stat(folder).st_mode & 0o001:
+            raise StackError(f"{folder} is not searchable by other users, so NGINX's workers could not reach "
+                             f"the API sockets in {directory}; choose another --run-dir")
+
+
+def _probe_path() -> str:
+    # An emulator is up when it answers a lookup: 404 for an id nobody stored. Never the health
+    # endpoint, whose rate limit belongs to the worker.
+    return f"/payments/{uuid.uuid4()}"
+
+
+def _answers_http(address: tuple[str, int] | str, path: str | None, expect: bytes = b"") -> bool:
+    """True once `address` accepts a connection and (if `path`) answers a GET on it below 500,
+    with `expect` in the answer."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(address)
+            if path is None:
+                return True
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n".encode())
+            answer = sock.recv(4096)
+            status = answer[9:12]
+            # NGINX says 502 until its upstreams answer.
+            return status.isdigit() and status < b"500" and expect in answer
+    except OSError:
+        return False
+
+
+def run(config: StackConfig) -> int:
+    stack = Stack(config)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"rinha stack: {exc}", file=sys.stderr)
+        return 1
+    stack.log("[stack] running; Ctrl-C stops everything")
+    stopping.wait()
+    stack.log("[stack] stopping")
+    stack.stop()
+    return 1 if stack.died else 0

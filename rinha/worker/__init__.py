@@ -1,0 +1,1 @@
+"""The worker node: the queue, the calls to the processors, routing, and the ledger."""

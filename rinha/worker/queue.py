@@ -1,0 +1,79 @@
+"""The worker's queue of payments waiting to be sent, and the payment record that travels in it."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+
+class Payment:
+    """One accepted payment and where it stands.
+
+    `processor` and `requested_at` are set when a call is made and kept while its outcome is
+    unknown (a timeout): the payment must then go again to the same processor with the same
+    `requestedAt`, so that a 422 there means "stored" and the auditor sees one timestamp.
+    """
+
+    __slots__ = ("correlation_id", "cents", "accepted_at", "processor", "requested_at", "attempts")
+
+    def __init__(self, correlation_id: str, cents: int) -> None:
+        self.correlation_id = correlation_id
+        self.cents = cents
+        self.accepted_at = time.monotonic()
+        self.processor: str | None = None
+        self.requested_at: int | None = None
+        self.attempts = 0
+
+    def unpin(self) -> None:
+        """The last call definitely did not store the payment: it is free to go anywhere."""
+        self.processor = None
+        self.requested_at = None
+
+    def __repr__(self) -> str:
+        return f"Payment({self.correlation_id}, {self.cents}c, {self.processor}, attempts={self.attempts})"
+
+
+class PaymentQueue:
+    """FIFO of waiting payments; a payment coming back from a failed call goes to the front."""
+
+    __slots__ = ("items", "waiters")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[Payment] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def put(self, payment: Payment) -> None:
+        self.items.append(payment)
+        self._wake_one()
+
+    def put_front(self, payment: Payment) -> None:
+        self.items.appendleft(payment)
+        self._wake_one()
+
+    async def get(self) -> Payment:
+        while not self.items:
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self.waiters:
+                    self.waiters.remove(waiter)
+                elif self.items:
+                    self._wake_one()  # we were woken for an item we will not take: pass it on
+                raise
+        return self.items.popleft()
+
+    def _wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return

@@ -1,0 +1,111 @@
+"""Shared test helpers: free ports, polling with a deadline, real processes, a real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import socket
+import time
+import uuid
+from dataclasses import replace
+from typing import Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from rinha.config import StackConfig
+from rinha.stack.launcher import Stack
+
+TOKEN = {"X-Rinha-Token": "123"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def eventually(probe: Callable[[], Awaitable[object]], *, timeout: float = 10.0, interval: float = 0.05):
+    """Polls `probe` until it returns something truthy; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s; last value {last!r}")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class StackClient:
+    """Talks to a running stack the way its users and the auditor do."""
+
+    def __init__(self, stack: Stack, session: aiohttp.ClientSession) -> None:
+        self.stack = stack
+        self.session = session
+        self.base = f"http://127.0.0.1:{stack.config.port}"
+
+    async def pay(self, correlation_id: str, amount: float = 19.90, base: str | None = None) -> int:
+        async with self.session.post(f"{base or self.base}/payments",
+                                     json={"correlationId": correlation_id, "amount": amount}) as response:
+            await response.read()
+            return response.status
+
+    async def summary(self, **bounds: str) -> dict:
+        async with self.session.get(f"{self.base}/payments-summary", params=bounds) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def processor_summary(self, name: str) -> dict:
+        url = self.stack.default_url if name == "default" else self.stack.fallback_url
+        async with self.session.get(f"{url}/admin/payments-summary", headers=TOKEN) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def processor_admin(self, name: str, setting: str, value: object) -> None:
+        url = self.stack.default_url if name == "default" else self.stack.fallback_url
+        async with self.session.put(f"{url}/admin/configurations/{setting}", json={setting: value},
+                                    headers=TOKEN) as response:
+            assert response.status == 200, await response.text()
+
+    async def purge(self) -> None:
+        for url in (self.stack.default_url, self.stack.fallback_url):
+            async with self.session.post(f"{url}/admin/purge-payments", headers=TOKEN) as response:
+                assert response.status == 200
+        async with self.session.post(f"{self.base}/purge-payments") as response:
+            assert response.status == 200
+
+    async def recorded(self) -> int:
+        body = await self.summary()
+        return body["default"]["totalRequests"] + body["fallback"]["totalRequests"]
+
+
+def stack_config(run_dir) -> StackConfig:
+    return replace(StackConfig(), port=free_port(), worker_port=free_port(), default_port=free_port(),
+                   fallback_port=free_port(), run_dir=str(run_dir), log_level="WARNING")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    # Not under pytest's tmp_path: that folder is private to root, and NGINX's workers are not root.
+    run_dir = tempfile.mkdtemp(prefix="rinha-test-")
+    lines: list[str] = []
+    try:
+        with Stack(stack_config(run_dir), log=lines.append) as running:
+            yield running
+        assert not running.died, "\n".join(lines[-50:])
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def client(stack):
+    async with aiohttp.ClientSession() as session:
+        stack_client = StackClient(stack, session)
+        await stack_client.purge()
+        yield stack_client
