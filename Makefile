@@ -31,6 +31,7 @@ bench-ledger: deps
 	$(PYTHON) bench/ledger_bench.py
 
 bench-api: deps
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(PYTHON) bench/api_throughput.py
 
 clean:

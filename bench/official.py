@@ -76,7 +76,9 @@ def run_k6(args: argparse.Namespace, out: Path, stack: Stack) -> int:
         "RESULTS": str(out / "partial-results.json"),
         "K6_WEB_DASHBOARD": "true",
         "K6_WEB_DASHBOARD_EXPORT": str(out / "report.html"),
-        "K6_WEB_DASHBOARD_OPEN": "false",
+        # No dashboard server (its fixed port would clash between runs); the export still happens,
+        # except that k6 skips it for runs too short to plot.
+        "K6_WEB_DASHBOARD_PORT": "-1",
         "K6_NO_USAGE_REPORT": "true",
     }
     return subprocess.run([k6, "run", "--no-color", str(BENCH / "rinha.js")], env=env, cwd=out).returncode

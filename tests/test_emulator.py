@@ -12,6 +12,8 @@ import asyncio
 import logging
 import re
 import signal
+import socket
+import struct
 import sys
 import uuid
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 
 from rinha import clock
 from rinha.config import EmulatorConfig
-from rinha.emulator.server import EmulatorServer
+from rinha.emulator.server import EmulatorServer, serve
 
 TOKEN = "123"
 WINDOW_S = 0.5
@@ -101,6 +103,18 @@ async def send_raw(proc: Processor, request: bytes) -> asyncio.StreamWriter:
     return writer
 
 
+async def hang_up(writer: asyncio.StreamWriter, how: str = "reset") -> None:
+    """Leaves like a client that gave up. A plain close sends FIN, which the HTTP layer reads as a
+    half-close and still answers; a reset (SO_LINGER 0) tears the connection down at once."""
+    if how == "reset":
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except ConnectionError:
+        pass
+
+
 async def until(predicate, timeout: float = 2.0, what: str = "condition") -> None:
     """Polls `predicate` until true; fails after `timeout` seconds."""
     loop = asyncio.get_running_loop()
@@ -168,7 +182,7 @@ async def test_duplicate_correlation_id_is_422_and_stored_once(proc):
     (20, 20.00),
     (0.125, 0.12),   # a tie goes to the even cent
     (0.135, 0.14),
-    (2.675, 2.68),   # the decimal 2.675 is a tie (the float 2.675 is below it): read as written
+    (1.015, 1.02),   # a tie as written, though 1.015 * 100 is 101.4999... in binary floats
 ])
 async def test_amount_is_stored_rounded_to_cents(proc, sent, stored):
     cid = new_id()
@@ -237,13 +251,14 @@ async def test_payment_is_stored_only_when_its_delay_ends(proc):
     assert (await proc.get(cid))[0] == 200
 
 
-async def test_payment_is_stored_even_if_its_client_hangs_up(proc):
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_payment_is_stored_even_if_its_client_hangs_up_during_the_delay(proc, how):
     await proc.set_delay(200)
     cid = new_id()
     writer = await send_raw(proc, payment_request(cid))
     await until(lambda: proc.emulator.active == 1, what="the payment to be sleeping")
-    writer.close()
-    await writer.wait_closed()
+    await hang_up(writer, how)
+    assert (await proc.get(cid))[0] == 404
     await until(lambda: proc.emulator.active == 0, what="the delay to end")
     assert (await proc.get(cid))[0] == 200
 
@@ -351,20 +366,31 @@ async def test_never_more_than_max_concurrent_served_and_the_queue_is_fifo(start
 
 async def test_queued_payment_whose_client_leaves_is_dropped_and_frees_its_place(start):
     proc = await start(max_concurrent=1, max_queued=1)
-    await proc.set_delay(300)
-    served = asyncio.create_task(proc.pay())
-    await until(lambda: proc.emulator.active == 1, what="the first payment to be sleeping")
-    gone = new_id()
-    writer = await send_raw(proc, payment_request(gone))
-    await until(lambda: proc.emulator.queued == 1, what="the second payment to queue")
-    writer.close()
-    await writer.wait_closed()
-    await until(lambda: proc.emulator.queued == 0, what="the abandoned wait to be cancelled")
-    third = asyncio.create_task(proc.pay())  # takes the freed place instead of a 429
+    await proc.set_delay(200)
+
+    async def occupy_slot_and_abandon_queued() -> tuple[asyncio.Task, str]:
+        served = asyncio.create_task(proc.pay())
+        await until(lambda: proc.emulator.active == 1, what="a payment to be sleeping")
+        gone = new_id()
+        writer = await send_raw(proc, payment_request(gone))
+        await until(lambda: proc.emulator.queued == 1, what="a payment to queue")
+        await hang_up(writer)
+        await until(lambda: proc.emulator.queued == 0, what="the abandoned wait to be cancelled")
+        return served, gone
+
+    # The slot frees with nobody left waiting: the abandoned payment is never handled.
+    served, gone = await occupy_slot_and_abandon_queued()
+    assert await served == 200
+    await until(lambda: proc.emulator.active == 0, what="the slot to free")
+    assert (await proc.get(gone))[0] == 404
+
+    # Its place in the queue is free again: the next payment queues instead of getting 429.
+    served, gone = await occupy_slot_and_abandon_queued()
+    third = asyncio.create_task(proc.pay())
     await until(lambda: proc.emulator.queued == 1, what="the third payment to queue")
     assert await asyncio.gather(served, third) == [200, 200]
     assert (await proc.get(gone))[0] == 404
-    assert (await proc.summary())[1]["totalRequests"] == 2
+    assert (await proc.summary())[1]["totalRequests"] == 3
 
 
 async def test_queued_payment_takes_the_delay_in_force_when_it_gets_a_slot(start):
@@ -463,8 +489,7 @@ async def test_health_retry_after_is_whole_seconds_to_the_next_window_rounded_up
     assert loop.time() - proc.emulator.t0 < 1.0
     assert retry_after == "3"
     for writer in waiting:
-        writer.close()
-        await writer.wait_closed()
+        await hang_up(writer)
 
 
 async def test_health_call_whose_client_leaves_gives_up_its_place(proc):
@@ -475,8 +500,7 @@ async def test_health_call_whose_client_leaves_gives_up_its_place(proc):
     waiting = [await send_raw(proc, HEALTH_REQUEST) for _ in range(2)]
     await until(lambda: len(emulator.health_queue) == 2, what="two health calls to queue")
     for writer in waiting:
-        writer.close()
-        await writer.wait_closed()
+        await hang_up(writer)
     await until(lambda: all(future.done() for future in emulator.health_queue), what="the waits to be cancelled")
     # Their places and their windows are free: this call queues for the very next window.
     status, _ = await proc.call("GET", HEALTH)
@@ -613,6 +637,15 @@ async def test_quiet_except_one_info_line_per_config_change(proc, caplog):
     assert ours() == []
     await proc.set_delay(10)
     assert ours() == [(logging.INFO, "delay changed from 0 to 10 ms")]
+
+
+async def test_serve_sets_ready_and_returns_when_stopped():
+    stop, ready = asyncio.Event(), asyncio.Event()
+    serving = asyncio.create_task(serve(EmulatorConfig(port=0), stop, ready))
+    await asyncio.wait_for(ready.wait(), timeout=5)
+    assert not serving.done()
+    stop.set()
+    await asyncio.wait_for(serving, timeout=5)
 
 
 async def test_command_line_serves_and_stops_cleanly_on_sigterm(session):

@@ -190,7 +190,8 @@ async def connect(app, state):
 
     yield make
     for protocol in made:
-        protocol.connection_lost(None)
+        if protocol in state.connections:  # not already lost in the test itself
+            protocol.connection_lost(None)
     # Let cancelled answer tasks finish so none is destroyed while pending.
     if state.tasks:
         await asyncio.gather(*state.tasks, return_exceptions=True)
@@ -642,6 +643,20 @@ async def test_connection_lost_cancels_answers_in_flight(connect, app, state):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert state.tasks == set()
+    assert transport.writes == []
+
+
+@pytest.mark.parametrize("behind", [GET_CLOSE, MALFORMED], ids=["connection-close", "malformed"])
+async def test_connection_lost_with_a_close_marker_queued(connect, app, state, behind):
+    """The close marker (None) queued behind an unanswered request is not a task to cancel."""
+    protocol, transport = connect()
+    protocol.data_received(get(b"/async/1") + behind)
+    task = next(iter(state.tasks))
+    protocol.connection_lost(None)
+    assert not protocol.pending
+    assert task.cancelling()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert transport.writes == []
 
 

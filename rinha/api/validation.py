@@ -35,7 +35,8 @@ def parse_payment(body: bytes) -> tuple[str, int]:
     cid = doc.get("correlationId")
     if type(cid) is not str or len(cid) != 36 or UUID.fullmatch(cid) is None:
         raise InvalidInput(422, "correlationId must be a UUID string")
-    return cid, amount_to_cents(doc.get("amount"))
+    # One spelling per UUID: the processors treat 'ABC…' and 'abc…' as the same payment, so we must too.
+    return cid.lower(), amount_to_cents(doc.get("amount"))
 
 
 def amount_to_cents(amount: object) -> int:

@@ -7,8 +7,9 @@ It behaves as SPEC.md section 2 says. Where the spec is silent, these are the ch
   It is answered at once, before admission and delay.
 - A payment whose delay has started is processed to the end even if its client hangs up: the
   spec warns that a call we abandoned may still be stored, and this makes it so. A payment still
-  waiting for a slot when its client hangs up is dropped, as a rate limiter's queue drops a
-  cancelled wait; a health call waiting for its window likewise.
+  waiting for a slot is dropped if its connection is lost, as a rate limiter's queue drops a
+  cancelled wait; so is a health call waiting for its window. (The HTTP layer reads a client's
+  FIN as a half-close and still answers; only a reset or a lost connection cancels a wait.)
 - The amount is read as the exact decimal the JSON text wrote (not the nearest binary float)
   and rounded to cents half-to-even; amounts are kept as integer cents from then on.
 - `requestedAt` is kept as epoch milliseconds (finer digits are truncated).

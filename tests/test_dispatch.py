@@ -1,0 +1,152 @@
+"""The worker's dispatch rules against a real processor emulator over real sockets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import aiohttp
+import pytest
+
+from conftest import eventually, new_id
+from rinha import clock
+from rinha.config import EmulatorConfig, WorkerConfig
+from rinha.emulator.server import EmulatorServer
+from rinha.worker.dispatcher import Dispatcher
+from rinha.worker.ledger import Ledger
+from rinha.worker.processors import ProcessorClient
+from rinha.worker.queue import Payment, PaymentQueue
+from rinha.worker.router import DefaultFirstRouter
+from rinha.worker.server import Worker
+
+TOKEN = {"X-Rinha-Token": "123"}
+
+
+class Rig:
+    """An emulator per processor and a dispatcher wired to them, all in this event loop."""
+
+    def __init__(self, default: EmulatorServer, fallback: EmulatorServer, *, senders: int, timeout_s: float):
+        self.servers = {"default": default, "fallback": fallback}
+        self.clients = {name: ProcessorClient(name, f"http://127.0.0.1:{server.port}", connections=senders,
+                                              timeout_s=timeout_s) for name, server in self.servers.items()}
+        self.queue = PaymentQueue()
+        self.ledger = Ledger()
+        self.dispatcher = Dispatcher(self.queue, DefaultFirstRouter(self.clients["default"], self.clients["fallback"]),
+                                     self.ledger, senders=senders, backoff_s=0.01, backoff_max_s=0.05)
+        self.http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "Rig":
+        for client in self.clients.values():
+            await client.start()
+        self.http = aiohttp.ClientSession()
+        self.dispatcher.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.dispatcher.stop()
+        for client in self.clients.values():
+            await client.close()
+        await self.http.close()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.servers[name].port}"
+
+    async def admin(self, name: str, setting: str, value: object) -> None:
+        async with self.http.put(f"{self.url(name)}/admin/configurations/{setting}", json={setting: value},
+                                 headers=TOKEN) as response:
+            assert response.status == 200
+
+    async def stored(self, name: str, correlation_id: str) -> dict | None:
+        async with self.http.get(f"{self.url(name)}/payments/{correlation_id}") as response:
+            return await response.json() if response.status == 200 else None
+
+    async def processor_count(self, name: str) -> int:
+        async with self.http.get(f"{self.url(name)}/admin/payments-summary", headers=TOKEN) as response:
+            return (await response.json())["totalRequests"]
+
+    def recorded(self) -> int:
+        return sum(series.totals(None, None)[0] for series in self.ledger.series.values())
+
+
+@pytest.fixture
+async def emulators():
+    config = EmulatorConfig(port=0, max_concurrent=50, max_queued=50)
+    async with EmulatorServer(config) as default, EmulatorServer(dataclasses.replace(config, fee=0.15)) as fallback:
+        yield default, fallback
+
+
+async def test_a_stored_payment_is_recorded_with_the_requested_at_the_processor_holds(emulators):
+    async with Rig(*emulators, senders=2, timeout_s=2) as rig:
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        await eventually(lambda: _true(rig.recorded() == 1))
+        held = await rig.stored("default", payment.correlation_id)
+        assert held["amount"] == pytest.approx(19.90)
+        assert clock.parse_ms(held["requestedAt"]) == payment.requested_at
+        assert rig.ledger.series["default"].totals(payment.requested_at, payment.requested_at) == (1, 1990)
+        assert await rig.processor_count("fallback") == 0
+
+
+async def test_a_failing_processor_leaves_payments_queued_and_unpinned_until_it_recovers(emulators):
+    async with Rig(*emulators, senders=2, timeout_s=2) as rig:
+        await rig.admin("default", "failure", True)
+        payments = [Payment(new_id(), 100 + n) for n in range(5)]
+        for payment in payments:
+            rig.queue.put(payment)
+        # A failed payment goes back to the front: the oldest are retried first.
+        await eventually(lambda: _true(sum(p.attempts for p in payments) >= 10))
+        assert rig.recorded() == 0
+        assert all(p.processor is None or p in rig.dispatcher.in_flight for p in payments)
+        await rig.admin("default", "failure", False)
+        await eventually(lambda: _true(rig.recorded() == 5))
+        assert await rig.processor_count("default") == 5
+        assert len(rig.queue) == 0
+
+
+async def test_a_timed_out_call_is_resent_to_the_same_processor_with_the_same_requested_at(emulators):
+    async with Rig(*emulators, senders=1, timeout_s=0.2) as rig:
+        await rig.admin("default", "delay", 400)
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        # The first call times out on our side; the processor stores the payment when its delay ends.
+        await eventually(lambda: rig.stored("default", payment.correlation_id), timeout=5)
+        first_stamp = payment.requested_at
+        assert payment.processor == "default" and first_stamp is not None
+        await rig.admin("default", "delay", 0)
+        await eventually(lambda: _true(rig.recorded() == 1), timeout=5)
+        assert payment.attempts >= 2  # it was sent again, and the processor answered 422
+        assert payment.requested_at == first_stamp
+        held = await rig.stored("default", payment.correlation_id)
+        assert clock.parse_ms(held["requestedAt"]) == first_stamp
+        assert await rig.processor_count("default") == 1
+        assert await rig.processor_count("fallback") == 0
+
+
+async def test_busy_answers_put_payments_back_and_nothing_is_lost(emulators):
+    default, fallback = emulators
+    default.emulator.max_concurrent = 1
+    default.emulator.max_queued = 0
+    async with Rig(default, fallback, senders=4, timeout_s=2) as rig:
+        await rig.admin("default", "delay", 30)
+        payments = [Payment(new_id(), 1) for _ in range(12)]
+        for payment in payments:
+            rig.queue.put(payment)
+        await eventually(lambda: _true(rig.recorded() == 12), timeout=15)
+        assert any(p.attempts > 1 for p in payments)  # some calls were answered 429
+        assert await rig.processor_count("default") == 12
+
+
+async def test_the_worker_queues_each_correlation_id_once():
+    worker = Worker(WorkerConfig())
+    first, second = new_id(), new_id()
+    worker.accept([[first, 100], [second, 200]])
+    worker.accept([[first, 100], [second, 200], [first, 999]])  # a resent batch and a repeat
+    assert [p.correlation_id for p in worker.queue] == [first, second]
+    worker.dispatcher.done.add(first)
+    worker.purge()
+    worker.accept([[first, 100]])  # after a purge a recorded id may be paid again; a queued one may not
+    worker.accept([[second, 200]])
+    assert [p.correlation_id for p in worker.queue] == [first, second, first]
+
+
+async def _true(value: bool) -> bool:
+    return value
