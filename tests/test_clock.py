@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import time
-import warnings
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rinha import clock
-
-# On a failing example hypothesis imports libcst, whose import warns (mypy_extensions.TypedDict);
-# under `filterwarnings = error` that warning aborts the whole run. Import it once, quietly.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:
-        pass
 
 T0_MS = 1752582896789
 T0 = "2025-07-15T12:34:56.789Z"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import orjson
 import pytest
@@ -10,15 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rinha.link.frames import ACK, BATCH, HEADER, KINDS, MAX_FRAME, REPLY, REQUEST, FrameDecoder, FrameError, encode
-
-# On a failing example hypothesis imports libcst, whose import warns (mypy_extensions.TypedDict);
-# under `filterwarnings = error` that warning aborts the whole run. Import it once, quietly.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:
-        pass
 
 FRAMES = [
     (BATCH, {"seq": 1, "payments": [["4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3", 1990],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import warnings
 
 import pytest
 from hypothesis import example, given, settings
@@ -11,15 +10,6 @@ from hypothesis import strategies as st
 
 from rinha.worker import ledger as ledger_module
 from rinha.worker.ledger import CHUNK, Ledger, TimeSeriesTotals
-
-# On a failing example hypothesis imports libcst, whose import warns (mypy_extensions.TypedDict);
-# under `filterwarnings = error` that warning aborts the whole run. Import it once, quietly.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:
-        pass
 
 
 def brute(entries: list[tuple[int, int]], start: int | None, end: int | None) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from rinha import clock
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
-# A billion per payment keeps amount x 100 exact in a double, so "at most 2 decimals" is decidable.
+# A billion per payment keeps amount x 100 well inside a double's exact integers.
 MAX_AMOUNT = 1_000_000_000
 
 
@@ -47,9 +47,9 @@ def amount_to_cents(amount: object) -> int:
         raise InvalidInput(422, "amount must be a positive finite number")
     if amount > MAX_AMOUNT:
         raise InvalidInput(422, f"amount must be at most {MAX_AMOUNT}")
-    scaled = amount * 100
-    cents = round(scaled)
-    if abs(scaled - cents) > 1e-3:
+    cents = round(amount * 100)
+    # Exact: for a 2-decimal amount, cents / 100 is the same nearest double the JSON text gave.
+    if cents <= 0 or cents / 100 != amount:
         raise InvalidInput(422, "amount must have at most 2 decimal places")
     return cents
 

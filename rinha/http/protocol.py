@@ -25,6 +25,10 @@ Response = Union[bytes, Awaitable[bytes]]
 MAX_PIPELINED = 32
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop reading a head that is over the limit."""
+
+
 class HttpApp(Protocol):
     def handle(self, method: bytes, path: bytes, query: bytes, body: bytes,
                headers: dict[bytes, bytes] | None) -> Response: ...
@@ -53,7 +57,7 @@ class HttpProtocol(asyncio.Protocol):
         "app", "limits", "state", "loop", "transport", "parser", "pending", "last_active",
         "idle_timer", "reading_paused", "writing_paused", "closing",
         # Per-request state
-        "url", "body", "body_size", "head_size", "headers", "too_large",
+        "url", "body", "body_size", "head_size", "headers", "too_large", "message_done",
     )
 
     def __init__(self, app: HttpApp, limits: Limits, state: ServerState) -> None:
@@ -76,6 +80,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_size = 0
         self.headers: dict[bytes, bytes] | None = None
         self.too_large: bytes | None = None
+        self.message_done = False
 
     # asyncio callbacks
 
@@ -92,7 +97,7 @@ class HttpProtocol(asyncio.Protocol):
             self.idle_timer.cancel()
             self.idle_timer = None
         for item in self.pending:
-            if not isinstance(item, bytes):
+            if item is not None and type(item) is not bytes:
                 item.cancel()
         self.pending.clear()
 
@@ -101,11 +106,18 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._fail(responses.HEAD_TOO_LARGE_CLOSE)
+                return
             # Our own callback raised: a bug of ours, not the client's fault.
             log.error("HTTP callback failed", exc_info=exc.__context__ or exc)
             self._fail(responses.INTERNAL_ERROR_CLOSE)
         except httptools.HttpParserUpgrade:
-            self._fail(responses.BAD_REQUEST_CLOSE)
+            # We speak no other protocol. A complete request was answered already: end after it.
+            if self.message_done:
+                self._queue(None, keep_alive=False)
+            else:
+                self._fail(responses.BAD_REQUEST_CLOSE)
         except httptools.HttpParserError:
             self._fail(responses.BAD_REQUEST_CLOSE)
 
@@ -134,20 +146,21 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.head_size = 0
         self.too_large = None
+        self.message_done = False
         if self.limits.keep_headers:
             self.headers = {}
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
         self.head_size += len(url)
         if self.head_size > self.limits.max_header_bytes:
-            self.too_large = responses.HEAD_TOO_LARGE_CLOSE
+            raise _HeadTooLarge  # refuse now: a head that never ends must not grow in memory
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.limits.max_header_bytes:
-            self.too_large = responses.HEAD_TOO_LARGE_CLOSE
-        elif self.headers is not None:
+            raise _HeadTooLarge
+        if self.headers is not None:
             self.headers[name.lower()] = value
 
     def on_body(self, chunk: bytes) -> None:
@@ -160,6 +173,7 @@ class HttpProtocol(asyncio.Protocol):
             self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.message_done = True
         if self.closing:
             return
         if self.too_large is not None:
@@ -182,15 +196,18 @@ class HttpProtocol(asyncio.Protocol):
 
     # Pipelined and asynchronous answers
 
-    def _queue(self, answer: Response, keep_alive: bool) -> None:
-        if type(answer) is not bytes:
-            task = self.loop.create_task(_resolve(answer))
-            self.state.tasks.add(task)
-            task.add_done_callback(self._answer_ready)
-            answer = task
-        self.pending.append(answer)
-        if not keep_alive:
-            self.pending.append(None)  # a marker: close once everything before it is written
+    def _queue(self, answer: Response | None, keep_alive: bool) -> None:
+        if answer is not None:
+            if type(answer) is not bytes:
+                task = self.loop.create_task(_resolve(answer))
+                self.state.tasks.add(task)
+                task.add_done_callback(self._answer_ready)
+                answer = task
+            self.pending.append(answer)
+        if not keep_alive or answer is responses.INTERNAL_ERROR_CLOSE:
+            # A marker: close once everything before it is written, and serve nothing after it.
+            self.pending.append(None)
+            self.closing = True
         if len(self.pending) >= MAX_PIPELINED:
             self._pause_reading()
         self._write_ready()
@@ -227,6 +244,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _fail(self, answer: bytes) -> None:
         """A request we will not serve: answer it (after those owed before it) and close."""
+        if self.closing:
+            return  # the connection already ends after the answers owed; nothing more is read
         self.closing = True
         if self.pending:
             self.pending.append(answer)

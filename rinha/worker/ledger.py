@@ -73,7 +73,8 @@ class TimeSeriesTotals:
             return 0, 0
         if start is None and end is None:
             return sum(self.chunk_counts), sum(self.chunk_cents)
-        lo_chunk = 0 if start is None else max(bisect_right(self.starts, start) - 1, 0)
+        # bisect_left: equal timestamps may straddle a split, so the chunk before may hold some too.
+        lo_chunk = 0 if start is None else max(bisect_left(self.starts, start) - 1, 0)
         hi_chunk = len(self.times) - 1 if end is None else bisect_right(self.starts, end) - 1
         if hi_chunk < lo_chunk:
             return 0, 0
