@@ -114,6 +114,10 @@ class ApiConfig:
         split_host_port(self.worker)
 
 
+# Routing policies (rinha/worker/router.py): ours, and the two baselines it is measured against.
+POLICIES = ("profit", "always-default", "fallback-on-failure")
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """The worker node: owns the queue, the processor calls, routing and the ledger."""
@@ -124,20 +128,37 @@ class WorkerConfig:
     default_url: str = _opt("http://127.0.0.1:8001", "base URL of the default (cheap) payment processor")
     fallback_url: str = _opt("http://127.0.0.1:8002", "base URL of the fallback (expensive) payment processor")
     # The official peak is ~550 payments/s; at the schedule's 100 ms delay that is ~55 calls in
-    # flight, so 64 senders keep up without opening hundreds of sockets.
-    senders: int = _opt(64, "payments in flight to the processors at once")
-    # Generous on purpose: a call we abandon may still be stored by the processor later, which the
-    # auditor would see before we do. The payment stays pinned to that processor either way.
-    request_timeout_s: float = _opt(10.0, "client timeout of one call to a processor")
-    # A processor stores a payment just before answering, so an answer still on its way when the
-    # auditor asks is in their books but not yet in ours: summaries wait this long for such calls.
-    settle_timeout_ms: float = _opt(250.0, "how long a summary waits for calls in flight inside its window")
-    retry_backoff_ms: float = _opt(20.0, "first pause of a sender after a failed call (doubles per failure)")
-    retry_backoff_max_ms: float = _opt(500.0, "ceiling of a sender's pause after failed calls")
+    # flight, and draining a 20 s outage's backlog at 20 ms takes ~64 to finish in a few seconds.
+    senders: int = _opt(64, "most calls in flight to the processors at once")
+    # A ceiling only: each call's timeout follows the processor's latency (announced and seen),
+    # never below 2.5 s, because a call we abandon may still be stored by the processor.
+    request_timeout_s: float = _opt(10.0, "longest a call to a processor may take")
+    # A processor stores a payment just before answering, so an answer already received but not yet
+    # recorded is in their books and not in ours. A short wait lets such answers be recorded; a long
+    # one would also count calls the processor stores only after the auditor read its books.
+    settle_timeout_ms: float = _opt(5.0, "how long a summary waits for calls in flight inside its window")
+    policy: str = _opt("profit", "routing policy: profit | always-default | fallback-on-failure (the last two are baselines)")
+    # The official schedule's default outage lasts 20 s; 25 s waits it out with margin, and beyond
+    # it a 15 % fee beats the risk of never being paid (a 5 % fee saved vs 100 % lost).
+    fallback_after_s: float = _opt(25.0, "profit policy: how long default may be out before payments go to a healthy fallback")
+    failure_threshold: int = _opt(3, "consecutive failed calls that open a processor's circuit")
+    probe_interval_ms: float = _opt(200.0, "while a circuit is open, one probe payment per this interval")
+    max_probes: int = _opt(4, "probe payments in flight at once to an open circuit")
+    # Below the auditor's 1.5 s: a payment answered faster is in both books before it is audited.
+    slow_ms: float = _opt(1000.0, "a processor slower than this (announced, average, or a call in flight) gets no new payments")
+    # Calls more than 5 s apart never share the processors' fixed 5 s rate-limit window.
+    health_interval_s: float = _opt(5.1, "time between two health checks of one processor (at least 5)")
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
-        _positive(self, "senders", "request_timeout_s", "settle_timeout_ms", "retry_backoff_ms", "retry_backoff_max_ms")
+        _positive(self, "senders", "request_timeout_s", "settle_timeout_ms", "failure_threshold",
+                  "probe_interval_ms", "max_probes", "slow_ms")
+        if self.fallback_after_s < 0:
+            raise SystemExit("rinha: fallback_after_s must not be negative")
+        if self.health_interval_s < 5:
+            raise SystemExit("rinha: health_interval_s must be at least 5 (the processors' rate-limit window)")
+        if self.policy not in POLICIES:
+            raise SystemExit(f"rinha: policy must be one of {', '.join(POLICIES)}")
         split_host_port(self.listen)
 
 

@@ -11,41 +11,38 @@ from conftest import eventually, new_id
 from rinha import clock
 from rinha.config import EmulatorConfig, WorkerConfig
 from rinha.emulator.server import EmulatorServer
-from rinha.worker.dispatcher import Dispatcher
-from rinha.worker.ledger import Ledger
-from rinha.worker.processors import ProcessorClient
-from rinha.worker.queue import Payment, PaymentQueue
-from rinha.worker.router import DefaultFirstRouter
+from rinha.worker.health import HealthPoller
+from rinha.worker.queue import Payment
 from rinha.worker.server import Worker
 
 TOKEN = {"X-Rinha-Token": "123"}
 
 
 class Rig:
-    """An emulator per processor and a dispatcher wired to them, all in this event loop."""
+    """A real worker (queue, senders, router, health pollers, ledger) wired to two emulators."""
 
-    def __init__(self, default: EmulatorServer, fallback: EmulatorServer, *, senders: int, timeout_s: float):
+    def __init__(self, default: EmulatorServer, fallback: EmulatorServer, *, senders: int, timeout_s: float,
+                 **settings):
         self.servers = {"default": default, "fallback": fallback}
-        self.clients = {name: ProcessorClient(name, f"http://127.0.0.1:{server.port}", connections=senders,
-                                              timeout_s=timeout_s) for name, server in self.servers.items()}
-        self.queue = PaymentQueue()
-        self.ledger = Ledger()
-        self.dispatcher = Dispatcher(self.queue, DefaultFirstRouter(self.clients["default"], self.clients["fallback"]),
-                                     self.ledger, senders=senders, backoff_s=0.01, backoff_max_s=0.05)
+        self.worker = Worker(WorkerConfig(default_url=self.url("default"), fallback_url=self.url("fallback"),
+                                          senders=senders, request_timeout_s=timeout_s, probe_interval_ms=20,
+                                          **settings))
+        self.queue = self.worker.queue
+        self.ledger = self.worker.ledger
+        self.dispatcher = self.worker.dispatcher
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "Rig":
-        for client in self.clients.values():
-            await client.start()
         self.http = aiohttp.ClientSession()
-        self.dispatcher.start()
+        await self.worker.start()
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self.dispatcher.stop()
-        for client in self.clients.values():
-            await client.close()
+        await self.worker.stop()
         await self.http.close()
+
+    def in_flight(self) -> set:
+        return {p for view in self.worker.router.views.values() for p in view.in_flight}
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.servers[name].port}"
@@ -95,7 +92,9 @@ async def test_a_failing_processor_leaves_payments_queued_and_unpinned_until_it_
         # A failed payment goes back to the front: the oldest are retried first.
         await eventually(lambda: _true(sum(p.attempts for p in payments) >= 10))
         assert rig.recorded() == 0
-        assert all(p.processor is None or p in rig.dispatcher.in_flight for p in payments)
+        # Only a payment with a call in flight may be pinned: a 500 means "not stored", go anywhere.
+        in_flight = rig.in_flight()
+        assert all(p.processor is None or p in in_flight for p in payments)
         await rig.admin("default", "failure", False)
         await eventually(lambda: _true(rig.recorded() == 5))
         assert await rig.processor_count("default") == 5
@@ -150,3 +149,63 @@ async def test_the_worker_queues_each_correlation_id_once():
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_payments_go_to_a_healthy_fallback_once_default_has_been_out_longer_than_the_budget(emulators):
+    async with Rig(*emulators, senders=4, timeout_s=2, fallback_after_s=0.3) as rig:
+        await rig.admin("default", "failure", True)
+        payments = [Payment(new_id(), 250) for _ in range(10)]
+        for payment in payments:
+            rig.queue.put(payment)
+        await eventually(lambda: _true(rig.recorded() == 10), timeout=10)
+        assert await rig.processor_count("default") == 0
+        assert await rig.processor_count("fallback") == 10
+        assert rig.ledger.series["fallback"].totals(None, None) == (10, 2500)
+        assert rig.worker.router.fallback_decisions >= 10
+
+
+async def test_default_is_used_again_as_soon_as_it_recovers(emulators):
+    async with Rig(*emulators, senders=4, timeout_s=2) as rig:
+        await rig.admin("default", "failure", True)
+        first = Payment(new_id(), 100)
+        rig.queue.put(first)
+        await eventually(lambda: _true(rig.worker.router.default.open))
+        await rig.admin("default", "failure", False)
+        await eventually(lambda: _true(rig.recorded() == 1), timeout=5)
+        assert not rig.worker.router.default.open
+        assert await rig.processor_count("default") == 1
+        assert await rig.processor_count("fallback") == 0
+
+
+async def test_the_health_poller_never_spends_more_than_the_processor_allows():
+    config = EmulatorConfig(port=0, rate_limit_seconds=0.5)
+    reports = []
+    async with EmulatorServer(config) as server, aiohttp.ClientSession() as session:
+        await _admin_put(session, server.port, "delay", 42)
+        poller = HealthPoller("default", f"http://127.0.0.1:{server.port}", lambda: session, interval_s=0.55,
+                              timeout_s=1, on_report=lambda failing, ms: reports.append((failing, ms)))
+        poller.start()
+        try:
+            await eventually(lambda: _true(len(reports) >= 5), timeout=10)
+        finally:
+            await poller.stop()
+    assert poller.refusals == 0
+    assert set(reports) == {(False, 42)}
+
+
+async def test_a_summary_waits_for_calls_in_flight_inside_its_window(emulators):
+    async with Rig(*emulators, senders=2, timeout_s=3, settle_timeout_ms=2000) as rig:  # long, to see the wait
+        await rig.admin("default", "delay", 300)
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        await eventually(lambda: _true(bool(rig.in_flight())))
+        status, body = await rig.worker.answer({"op": "summary", "from": None, "to": clock.now_ms()})
+        assert status == 200
+        assert body["default"]["totalRequests"] == 1  # the answer waited for the call to end
+        assert await rig.processor_count("default") == 1
+
+
+async def _admin_put(session: aiohttp.ClientSession, port: int, setting: str, value: object) -> None:
+    async with session.put(f"http://127.0.0.1:{port}/admin/configurations/{setting}", json={setting: value},
+                           headers=TOKEN) as response:
+        assert response.status == 200

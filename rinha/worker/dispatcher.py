@@ -2,7 +2,7 @@
 
 A payment leaves the worker only through the ledger: a stored outcome records it; any other
 outcome puts it back at the front of the queue (pinned to its processor if it may be stored).
-Calls in flight are tracked by requestedAt, so a summary can wait for the ones inside its window.
+A sender holding a payment that has no route yet waits for the router to change its mind.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import logging
 
 from rinha import clock
 from rinha.worker.ledger import Ledger
-from rinha.worker.processors import Outcome
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import Router
 
@@ -20,63 +19,65 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, queue: PaymentQueue, router: Router, ledger: Ledger, *, senders: int,
-                 backoff_s: float, backoff_max_s: float) -> None:
+    def __init__(self, queue: PaymentQueue, router: Router, ledger: Ledger, *, senders: int) -> None:
         self.queue = queue
         self.router = router
         self.ledger = ledger
         self.senders = senders
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.in_flight: set[Payment] = set()
-        self.done: set[str] = set()        # correlationIds the ledger holds
-        self._settled = asyncio.Event()     # set whenever a call ends, for summary waits
+        self.held: set[Payment] = set()     # taken off the queue by a sender, not yet recorded
+        self.done: set[str] = set()          # correlationIds the ledger holds
+        self._settled = asyncio.Event()      # pulsed whenever a call ends, for summary waits
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._sender(n)) for n in range(self.senders)]
+        self._tasks = [loop.create_task(self._sender()) for _ in range(self.senders)]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # What senders held goes back to the queue, oldest first, for whoever drains it.
+        for payment in sorted(self.held, key=lambda p: p.accepted_at, reverse=True):
+            self.queue.put_front(payment)
+        self.held.clear()
 
-    async def _sender(self, number: int) -> None:
-        pause = 0.0
+    @property
+    def owed(self) -> int:
+        """Payments accepted and not yet recorded: queued or held by a sender."""
+        return len(self.queue) + len(self.held)
+
+    async def _sender(self) -> None:
+        loop = asyncio.get_running_loop()
+        router = self.router
         while True:
-            if pause:
-                await asyncio.sleep(pause)
             payment = await self.queue.get()
-            processor = self.router.choose(payment)
-            if processor is None:
-                self.queue.put_front(payment)
-                pause = min(max(pause * 2, self.backoff_s), self.backoff_max_s)
-                continue
+            self.held.add(payment)
+            view = router.route(payment, loop.time())
+            while view is None:
+                await router.wait()
+                view = router.route(payment, loop.time())
             if payment.processor is None:
-                payment.processor = processor.name
+                payment.processor = view.name
                 payment.requested_at = clock.now_ms()
             payment.attempts += 1
-            self.in_flight.add(payment)
-            try:
-                outcome, elapsed = await processor.pay(payment)
-            except asyncio.CancelledError:
-                self.in_flight.discard(payment)
-                self.queue.put_front(payment)  # stopping: keep it for whoever drains the queue
-                raise
-            self.in_flight.discard(payment)
-            self.router.report(processor, outcome, elapsed)
+            view.started(payment, loop.time())
+            outcome, elapsed = await view.client.pay(payment, view.timeout_s())
+            router.finished(view, payment, outcome, elapsed, loop.time())
+            self.held.discard(payment)
             if outcome.stored:
-                self.ledger.record(processor.name, payment.requested_at, payment.cents)
+                self.ledger.record(view.name, payment.requested_at, payment.cents)
                 self.done.add(payment.correlation_id)
-                pause = 0.0
             else:
                 if not outcome.maybe_stored:
                     payment.unpin()
                 self.queue.put_front(payment)
-                pause = min(max(pause * 2, self.backoff_s), self.backoff_max_s)
             self._settled.set()
             self._settled.clear()
+
+    def in_flight_within(self, start: int | None, end: int | None) -> int:
+        return sum(1 for view in self.router.views.values() for p in view.in_flight
+                   if (start is None or p.requested_at >= start) and (end is None or p.requested_at <= end))
 
     async def settle(self, start: int | None, end: int | None, timeout_s: float) -> int:
         """Waits until no call in flight has a requestedAt inside [start, end], or the timeout.
@@ -88,8 +89,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
-            inside = sum(1 for p in self.in_flight
-                         if (start is None or p.requested_at >= start) and (end is None or p.requested_at <= end))
+            inside = self.in_flight_within(start, end)
             remaining = deadline - loop.time()
             if not inside or remaining <= 0:
                 return inside

@@ -13,6 +13,7 @@ import logging
 from typing import Callable
 
 import aiohttp
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ class HealthPoller:
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             log.info("%s health unreachable: %r", self.name, exc)
             return 0.0
-        import orjson
         report = orjson.loads(body)
         self.on_report(bool(report["failing"]), int(report["minResponseTime"]))
         return 0.0

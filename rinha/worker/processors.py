@@ -71,12 +71,13 @@ class ProcessorClient:
         if self.session is not None:
             await self.session.close()
 
-    async def pay(self, payment: Payment) -> tuple[Outcome, float]:
+    async def pay(self, payment: Payment, timeout_s: float | None = None) -> tuple[Outcome, float]:
         """One POST /payments; returns the outcome and the seconds it took."""
         started = time.monotonic()
+        timeout = self.timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with self.session.post(self.base_url + "/payments", data=payment_body(payment),
-                                         headers=JSON_HEADERS) as response:
+                                         headers=JSON_HEADERS, timeout=timeout) as response:
                 await response.read()
                 status = response.status
         except aiohttp.ClientConnectorError:

@@ -1,34 +1,294 @@
-"""Where the next call of a payment goes. Routing is one small interface so policies can change.
+"""Where and when each payment goes: a view of each processor, and a fallback policy.
 
-`choose` returns the processor to call now, or None to let the payment wait. A payment pinned by
-an earlier call with an unknown outcome must go back to that processor: any router honours this.
+`ProcessorView` is what the worker believes about one processor. It combines the processor's
+health reports (every ~5 s) with what real calls show at once: consecutive failures open a
+circuit, which lets through a few probe payments at a short interval until one succeeds; calls in
+flight longer than the slow threshold, a slow average, or an announced `minResponseTime` above it
+mark the processor slow. After an outage the number of calls in flight restarts low and grows by
+one per success (slow start), so the backlog drains fast without a thundering herd.
+
+A `Policy` decides, for a payment that is not pinned, between `default`, `fallback` and waiting.
+A pinned payment (its last call timed out, so the processor may have stored it) only ever goes
+back to its processor.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import logging
 from typing import Protocol
 
 from rinha.worker.processors import Outcome, ProcessorClient
 from rinha.worker.queue import Payment
 
+log = logging.getLogger(__name__)
 
-class Router(Protocol):
-    def choose(self, payment: Payment) -> ProcessorClient | None: ...
+# A call may take at least this long before we give up on it: a processor that answers late
+# may still store the payment, and then the auditor would see it before we do.
+TIMEOUT_FLOOR_S = 2.5
+# Weight of the newest call in the latency average.
+LATENCY_WEIGHT = 0.2
+# Calls in flight right after an outage; grows by one per success up to the senders.
+RESTART_LIMIT = 8
 
-    def report(self, processor: ProcessorClient, outcome: Outcome, elapsed_s: float) -> None: ...
+
+class ProcessorView:
+    """Circuit breaker, latency and concurrency limit of one processor."""
+
+    def __init__(self, client: ProcessorClient, *, failure_threshold: int, probe_interval_s: float,
+                 max_probes: int, slow_s: float, max_in_flight: int, request_timeout_s: float) -> None:
+        self.client = client
+        self.name = client.name
+        self.failure_threshold = failure_threshold
+        self.probe_interval_s = probe_interval_s
+        self.max_probes = max_probes
+        self.slow_s = slow_s
+        self.max_in_flight = max_in_flight
+        self.request_timeout_s = request_timeout_s
+        # Circuit
+        self.open = False
+        self.failures = 0
+        self.next_probe_at = 0.0
+        self.probes: set[Payment] = set()
+        self.probe_granted = False  # admit() said yes to a probe; started() files the payment as one
+        # Latency, as announced and as seen
+        self.health_failing: bool | None = None
+        self.health_min_s = 0.0
+        self.latency_s = 0.0
+        self.in_flight: dict[Payment, float] = {}  # payment -> start (loop time), oldest first
+        self.limit = max_in_flight
+        # Since when (loop time) this processor cannot take new payments; None while it can.
+        self.out_since: float | None = None
+        self.slow = False
+
+    # What the policy asks
+
+    def admit(self, now: float, *, mind_latency: bool) -> bool:
+        """May one more call start now? An open (or, when latency matters, slow) processor takes
+        only probes: one per interval, a few at a time, so recovery is seen within an interval."""
+        if not self.open and not (mind_latency and self.slow):
+            return len(self.in_flight) < self.limit
+        if now >= self.next_probe_at and len(self.probes) < self.max_probes:
+            self.next_probe_at = now + self.probe_interval_s
+            self.probe_granted = True
+            return True
+        return False
+
+    def out_for(self, now: float) -> float:
+        return 0.0 if self.out_since is None else now - self.out_since
+
+    def timeout_s(self) -> float:
+        expected = max(self.health_min_s, self.latency_s)
+        return min(self.request_timeout_s, max(TIMEOUT_FLOOR_S, 2 * expected + 0.5))
+
+    # What the dispatcher and the health poller tell
+
+    def started(self, payment: Payment, now: float) -> None:
+        self.in_flight[payment] = now
+        if self.probe_granted:
+            self.probe_granted = False
+            self.probes.add(payment)
+
+    def finished(self, payment: Payment, outcome: Outcome, elapsed_s: float, now: float) -> bool:
+        """Records a call's end; True when the circuit changed state."""
+        self.in_flight.pop(payment, None)
+        probe = payment in self.probes
+        self.probes.discard(payment)
+        if outcome.stored:
+            if probe:
+                # A fast probe shows the processor as it is now: trust it over the average and over
+                # an announcement up to 5 s old. A slow one may have started before a recovery.
+                self.latency_s = min(self.latency_s, elapsed_s)
+                self.health_min_s = min(self.health_min_s, elapsed_s)
+            else:
+                self.latency_s += LATENCY_WEIGHT * (elapsed_s - self.latency_s)
+            self.failures = 0
+            if self.open:
+                self._close(now, "a call succeeded")
+                return True
+            self.limit = min(self.max_in_flight, self.limit + 1)
+            return False
+        self.failures += 1
+        self.limit = max(2, self.limit // 2)
+        if not self.open and self.failures >= self.failure_threshold:
+            self._open(now, f"{self.failures} calls in a row ended {outcome.value}")
+            return True
+        return False
+
+    def health_report(self, failing: bool, min_response_ms: int, now: float) -> None:
+        self.health_failing = failing
+        self.health_min_s = min_response_ms / 1000
+        # An announcement is fresher than the average of calls we may have stopped making.
+        self.latency_s = min(self.latency_s, max(self.health_min_s, 0.001))
+        if failing and not self.open:
+            self._open(now, "its health check says failing")
+        elif not failing and self.open:
+            self.next_probe_at = now  # probe at once rather than at the next interval
+
+    def refresh(self, now: float) -> bool:
+        """Re-evaluates slowness (in-flight ages, averages, announcements); True if it changed."""
+        # Probes are expected to be slow, and may have started before a recovery: they do not count.
+        oldest = next((started for payment, started in self.in_flight.items() if payment not in self.probes), now)
+        slow = max(now - oldest, self.latency_s, self.health_min_s) > self.slow_s
+        changed = slow != self.slow
+        if changed:
+            self.slow = slow
+            log.warning("%s is %s", self.name, "slow: holding new payments" if slow else "fast again")
+        usable = not self.open and not self.slow
+        if usable and self.out_since is not None:
+            self.out_since = None
+        elif not usable and self.out_since is None:
+            self.out_since = now
+        return changed
+
+    def _open(self, now: float, why: str) -> None:
+        self.open = True
+        self.next_probe_at = now + self.probe_interval_s
+        log.warning("%s circuit opened: %s", self.name, why)
+
+    def _close(self, now: float, why: str) -> None:
+        self.open = False
+        self.failures = 0
+        self.limit = min(self.max_in_flight, RESTART_LIMIT)
+        log.warning("%s circuit closed: %s", self.name, why)
 
 
-class DefaultFirstRouter:
-    """Every payment goes to `default`, and waits for it (with the senders' backoff) while it fails."""
+class Policy(Protocol):
+    name: str
 
-    def __init__(self, default: ProcessorClient, fallback: ProcessorClient) -> None:
-        self.by_name = {default.name: default, fallback.name: fallback}
+    def choose(self, default: ProcessorView, fallback: ProcessorView, now: float) -> ProcessorView | None: ...
+
+
+class ProfitPolicy:
+    """Wait for `default`; once it has been out for `fallback_after_s`, use a healthy `fallback`.
+
+    The fee difference is 10 % of the amount, a payment never processed loses all of it: so waiting
+    is right for outages shorter than the budget, and the fallback is used beyond it. Neither is
+    used while slow, so every payment is answered well inside the auditor's 1.5 s margin.
+    """
+
+    name = "profit"
+
+    def __init__(self, fallback_after_s: float) -> None:
+        self.fallback_after_s = fallback_after_s
+
+    def choose(self, default, fallback, now):
+        if default.admit(now, mind_latency=True):
+            return default
+        if default.out_for(now) >= self.fallback_after_s and fallback.admit(now, mind_latency=True):
+            return fallback
+        return None
+
+
+class AlwaysDefaultPolicy:
+    """Baseline: every payment to `default`, however slow; wait while it fails."""
+
+    name = "always-default"
+
+    def choose(self, default, fallback, now):
+        return default if default.admit(now, mind_latency=False) else None
+
+
+class FallbackOnFailurePolicy:
+    """Baseline: `fallback` whenever `default`'s circuit is open."""
+
+    name = "fallback-on-failure"
+
+    def choose(self, default, fallback, now):
+        if default.admit(now, mind_latency=False):
+            return default
+        if default.open and fallback.admit(now, mind_latency=False):
+            return fallback
+        return None
+
+
+def make_policy(name: str, fallback_after_s: float) -> Policy:
+    if name == ProfitPolicy.name:
+        return ProfitPolicy(fallback_after_s)
+    if name == AlwaysDefaultPolicy.name:
+        return AlwaysDefaultPolicy()
+    if name == FallbackOnFailurePolicy.name:
+        return FallbackOnFailurePolicy()
+    raise ValueError(f"unknown policy {name!r}")
+
+
+
+
+class Router:
+    """Routes payments through a policy and wakes the senders that wait for a route."""
+
+    def __init__(self, default: ProcessorView, fallback: ProcessorView, policy: Policy, *, tick_s: float = 0.05) -> None:
         self.default = default
+        self.fallback = fallback
+        self.views = {default.name: default, fallback.name: fallback}
+        self.policy = policy
+        self.tick_s = tick_s
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.fallback_decisions = 0
+        self._ticker: asyncio.Task | None = None
 
-    def choose(self, payment: Payment) -> ProcessorClient | None:
+    def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+
+    def route(self, payment: Payment, now: float) -> ProcessorView | None:
         if payment.processor is not None:
-            return self.by_name[payment.processor]
-        return self.default
+            view = self.views[payment.processor]
+            return view if view.admit(now, mind_latency=False) else None
+        view = self.policy.choose(self.default, self.fallback, now)
+        if view is self.fallback:
+            self.fallback_decisions += 1
+        return view
 
-    def report(self, processor: ProcessorClient, outcome: Outcome, elapsed_s: float) -> None:
-        pass
+    def finished(self, view: ProcessorView, payment: Payment, outcome: Outcome, elapsed_s: float, now: float) -> None:
+        if view.finished(payment, outcome, elapsed_s, now):
+            view.refresh(now)
+            self.wake_all()
+        else:
+            self.wake_one()  # a slot is free
+
+    def health_report(self, name: str, failing: bool, min_response_ms: int) -> None:
+        now = asyncio.get_running_loop().time()
+        view = self.views[name]
+        view.health_report(failing, min_response_ms, now)
+        view.refresh(now)
+        self.wake_all()
+
+    async def wait(self) -> None:
+        """Until something changes that may open a route: a call ends, a state flips, a tick."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    def wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        waiters, self.waiters = self.waiters, collections.deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _tick(self) -> None:
+        """Time alone changes routes (probe due, budget spent, a call running long): look again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = loop.time()
+            self.default.refresh(now)
+            self.fallback.refresh(now)
+            if self.waiters:
+                self.wake_all()

@@ -1,4 +1,4 @@
-"""Starts the worker node: link server, queue, senders, processor clients, router and ledger."""
+"""Starts the worker node: link server, queue, senders, processor clients, health, router, ledger."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ import uvloop
 from rinha.config import WorkerConfig, split_host_port
 from rinha.link.server import LinkServerProtocol
 from rinha.worker.dispatcher import Dispatcher
+from rinha.worker.health import HealthPoller
 from rinha.worker.ledger import Ledger
 from rinha.worker.processors import ProcessorClient
 from rinha.worker.queue import Payment, PaymentQueue
-from rinha.worker.router import DefaultFirstRouter
+from rinha.worker.router import ProcessorView, Router, make_policy
 
 log = logging.getLogger(__name__)
+
+# A health answer slower than this is not worth waiting for: the next poll comes anyway.
+HEALTH_TIMEOUT_S = 3.0
 
 
 class Worker:
@@ -26,26 +30,36 @@ class Worker:
         self.config = config
         self.queue = PaymentQueue()
         self.ledger = Ledger()
-        self.default = ProcessorClient("default", config.default_url, connections=config.senders,
-                                       timeout_s=config.request_timeout_s)
-        self.fallback = ProcessorClient("fallback", config.fallback_url, connections=config.senders,
-                                        timeout_s=config.request_timeout_s)
-        self.router = DefaultFirstRouter(self.default, self.fallback)
-        self.dispatcher = Dispatcher(self.queue, self.router, self.ledger, senders=config.senders,
-                                     backoff_s=config.retry_backoff_ms / 1000,
-                                     backoff_max_s=config.retry_backoff_max_ms / 1000)
+        self.clients = [ProcessorClient(name, url, connections=config.senders, timeout_s=config.request_timeout_s)
+                        for name, url in (("default", config.default_url), ("fallback", config.fallback_url))]
+        views = [ProcessorView(client, failure_threshold=config.failure_threshold,
+                               probe_interval_s=config.probe_interval_ms / 1000, max_probes=config.max_probes,
+                               slow_s=config.slow_ms / 1000, max_in_flight=config.senders,
+                               request_timeout_s=config.request_timeout_s) for client in self.clients]
+        self.router = Router(*views, make_policy(config.policy, config.fallback_after_s))
+        self.health = [HealthPoller(client.name, client.base_url, lambda client=client: client.session,
+                                    interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
+                                    on_report=lambda failing, ms, name=client.name: self.router.health_report(name, failing, ms))
+                       for client in self.clients]
+        self.dispatcher = Dispatcher(self.queue, self.router, self.ledger, senders=config.senders)
         # Every correlationId accepted and not purged: queued, in flight or recorded.
         self.seen: set[str] = set()
 
     async def start(self) -> None:
-        await self.default.start()
-        await self.fallback.start()
+        for client in self.clients:
+            await client.start()
+        self.router.start()
+        for poller in self.health:
+            poller.start()
         self.dispatcher.start()
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
-        await self.default.close()
-        await self.fallback.close()
+        for poller in self.health:
+            await poller.stop()
+        await self.router.stop()
+        for client in self.clients:
+            await client.close()
         if len(self.queue):
             log.error("stopping with %d payments not yet paid", len(self.queue))
 
@@ -71,7 +85,7 @@ class Worker:
         return 400, {"error": f"unknown operation {op!r}"}
 
     def purge(self) -> None:
-        """Empties the ledger and forgets recorded correlationIds; queued payments stay owed."""
+        """Empties the ledger and forgets recorded correlationIds; payments still owed stay owed."""
         self.ledger.purge()
         self.seen -= self.dispatcher.done
         self.dispatcher.done.clear()
@@ -82,7 +96,8 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     await worker.start()
     host, port = split_host_port(config.listen)
     server = await asyncio.get_running_loop().create_server(lambda: LinkServerProtocol(worker), host, port)
-    log.info("worker listening on %s:%d; default=%s fallback=%s", host, port, config.default_url, config.fallback_url)
+    log.info("worker listening on %s:%d; default=%s fallback=%s policy=%s", host, port, config.default_url,
+             config.fallback_url, config.policy)
     await stop.wait()
     server.close()
     await worker.stop()
