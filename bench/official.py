@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import urllib.request
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=BENCH / "results",
                         help="folder under which this run's folder is made (default bench/results)")
     parser.add_argument("--port", type=int, default=9999, help="NGINX port (default 9999)")
+    parser.add_argument("--policy", default=os.environ.get("RINHA_WORKER_POLICY", "profit"),
+                        help="the worker's routing policy (default profit; baselines: always-default, fallback-on-failure)")
+    parser.add_argument("--duplicate-rate", type=float, default=0.0,
+                        help="share of POSTs that repeat an earlier correlationId (default 0)")
     parser.add_argument("--show-logs", action="store_true", help="stream the processes' logs to the terminal too")
     return parser.parse_args(argv)
 
@@ -73,6 +78,7 @@ def run_k6(args: argparse.Namespace, out: Path, stack: Stack) -> int:
         "MAX_REQUESTS": str(args.max_requests),
         "DURATION": str(args.duration),
         "SCHEDULE": str(schedule_path(args.schedule)),
+        "DUPLICATE_RATE": str(args.duplicate_rate),
         "RESULTS": str(out / "partial-results.json"),
         "K6_WEB_DASHBOARD": "true",
         "K6_WEB_DASHBOARD_EXPORT": str(out / "report.html"),
@@ -84,13 +90,27 @@ def run_k6(args: argparse.Namespace, out: Path, stack: Stack) -> int:
     return subprocess.run([k6, "run", "--no-color", str(BENCH / "rinha.js")], env=env, cwd=out).returncode
 
 
-def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Namespace, died: list[str]) -> str:
+def double_charges(stack: Stack) -> int | None:
+    """correlationIds stored by both processors (only our emulators can list what they store)."""
+    if stack.config.default_url or stack.config.fallback_url:
+        return None
+    stored = []
+    for url in (stack.default_url, stack.fallback_url):
+        request = urllib.request.Request(f"{url}/admin/payments", headers={"X-Rinha-Token": "123"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            stored.append(set(json.load(response)["correlationIds"]))
+    return len(stored[0] & stored[1])
+
+
+def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Namespace, died: list[str],
+              doubles: int | None) -> str:
     r = result["rinha"]
     total_requests = r["default_requests"] + r["fallback_requests"]
     default_share = 100 * r["default_requests"] / total_requests if total_requests else 0.0
     lines = [
-        f"== rinha scorecard: schedule {r.get('schedule', args.schedule)}, MAX_REQUESTS={args.max_requests}, "
-        f"{args.duration:g} s ==",
+        f"== rinha scorecard: schedule {r.get('schedule', args.schedule)}, policy {args.policy}, "
+        f"MAX_REQUESTS={args.max_requests}, {args.duration:g} s"
+        f"{f', {100 * args.duplicate_rate:g} % duplicate POSTs' if args.duplicate_rate else ''} ==",
         f"final score        {r['final']:>14,.2f}{'   DISQUALIFIED (lag < 0)' if r['disqualified'] else ''}",
         f"net / gross / fees {r['net']:,.2f} / {r['gross']:,.2f} / {r['fees']:,.2f}",
         f"p99 (p50, p99.9)   {r['p99_ms']:.2f} ms ({r['p50_ms']:.2f}, {r['p999_ms']:.2f})   bonus {100 * r['bonus']:.0f} %",
@@ -99,6 +119,7 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
         f"payments           default {r['default_requests']} ({default_share:.2f} %), fallback {r['fallback_requests']}"
         f"   [processors say {r['processor_default_requests']} / {r['processor_fallback_requests']}]",
         f"POSTs              {r['posts_ok']} ok, {r['posts_failed']} failed",
+        f"double charges     {'n/a (external processors)' if doubles is None else doubles}",
         "",
         f"{'process':<10}{'CPU s':>9}{'CPU/s':>8}{'peak RSS MB':>13}",
     ]
@@ -128,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
 
     config = replace(build(StackConfig), port=args.port, run_dir=str(out / "run"))
-    stack = Stack(config, log=log)
+    stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy})
     print(f"rinha: results in {out}", flush=True)
     try:
         stack.start()
@@ -142,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         k6_code = run_k6(args, out, stack)
         wall_s = time.monotonic() - started
         after = {name: usage(pids[name]) for name in OUR_PROCESSES}
+        doubles = double_charges(stack)
     finally:
         stack.stop()
         log_file.close()
@@ -152,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rinha: k6 exited with {k6_code} and wrote no results", file=sys.stderr)
         return 1
     result = json.loads(results_path.read_text())
-    card = scorecard(result, processes, wall_s, args, stack.died)
+    card = scorecard(result, processes, wall_s, args, stack.died, doubles)
     print("\n" + card)
     (out / "scorecard.txt").write_text(card + "\n")
     (out / "scorecard.json").write_text(json.dumps(
         {"rinha": result["rinha"], "processes": processes, "wall_s": wall_s, "died": stack.died,
+         "double_charges": doubles, "policy": args.policy, "duplicate_rate": args.duplicate_rate,
          "max_requests": args.max_requests, "duration": args.duration, "schedule": args.schedule}, indent=2))
+    print(f"rinha: results in {out}", flush=True)
     return 0 if k6_code == 0 and not stack.died else 1
 
 

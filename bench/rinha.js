@@ -17,6 +17,7 @@
 //   RESULTS       where the JSON result is written      partial-results.json (relative to the cwd)
 //   HTML          if set, a small HTML report is written there too
 //   PARTICIPANT   the name put in `participante`        rinha
+//   DUPLICATE_RATE share of POSTs repeating an earlier correlationId of the same VU   0
 //
 // Timeline: setup() -> payments / audit / faults scenarios run side by side for DURATION s
 // -> teardown() reads the summaries that get paid -> handleSummary() computes the score.
@@ -56,7 +57,18 @@ const CONFIG = {
   resultsPath: envString('RESULTS', 'partial-results.json'),
   htmlPath: envString('HTML', ''),
   participant: envString('PARTICIPANT', 'rinha'),
+  // Share of POSTs that repeat one of this VU's earlier correlationIds (a client retrying): 0..1.
+  duplicateRate: envFraction('DUPLICATE_RATE', 0),
 };
+
+function envFraction(name, fallback) {
+  const raw = envString(name, String(fallback));
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0 || value >= 1) {
+    throw new Error(`${name} must be a number from 0 to below 1, got "${raw}"`);
+  }
+  return value;
+}
 
 function stripSlash(url) {
   return url.replace(/\/+$/, '');
@@ -347,8 +359,20 @@ function sleepUntil(offsetMs) {
   if (waitMs > 0) sleep(waitMs / 1000);
 }
 
+// Each VU has its own copy of this list: the ids it has posted, for DUPLICATE_RATE's repeats.
+const postedIds = [];
+
+function nextCorrelationId() {
+  if (postedIds.length > 0 && Math.random() < CONFIG.duplicateRate) {
+    return postedIds[Math.floor(Math.random() * postedIds.length)];
+  }
+  const id = crypto.randomUUID();
+  if (CONFIG.duplicateRate > 0) postedIds.push(id);
+  return id;
+}
+
 export function payments() {
-  const payment = { correlationId: crypto.randomUUID(), amount: PAYMENT_AMOUNT };
+  const payment = { correlationId: nextCorrelationId(), amount: PAYMENT_AMOUNT };
   const request = call('POST', `${CONFIG.baseUrl}/payments`, payment, 'POST /payments');
   request.params.responseType = 'none'; // nobody reads the body; skip buffering it
   const res = sendOne(request);
@@ -611,6 +635,7 @@ function machineSummary(score) {
     max_requests: CONFIG.maxRequests,
     duration_s: CONFIG.durationS,
     schedule: SCHEDULE.name,
+    duplicate_rate: CONFIG.duplicateRate,
     ok_requests: facts.okRequests,
     audit_rounds: facts.auditRounds,
     audit_read_errors: facts.auditReadErrors,

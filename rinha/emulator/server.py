@@ -68,6 +68,8 @@ ADMIN_ROUTES = {
     b"/admin/configurations/delay": (b"PUT", "set_delay"),
     b"/admin/configurations/failure": (b"PUT", "set_failure"),
     b"/admin/purge-payments": (b"POST", "purge"),
+    # Not in the real processor: lets our scenario runs find payments stored by both processors.
+    b"/admin/payments": (b"GET", "list_payments"),
 }
 
 Payment = tuple[str, int, int]  # (correlationId, cents, requestedAt in epoch ms)
@@ -295,6 +297,10 @@ class ProcessorEmulator:
         was, self.failing = self.failing, failure
         log.info("failure mode changed from %s to %s", was, failure)
         return responses.json(200, {"config": "failure", "was": was, "is": failure})
+
+    def list_payments(self, query: bytes, body: bytes) -> bytes:
+        """Every stored correlationId (an emulator extension, for double-charge checks)."""
+        return responses.json(200, {"correlationIds": list(self.payments)})
 
     def purge(self, query: bytes, body: bytes) -> bytes:
         log.info("purged %d payments", len(self.payments))
