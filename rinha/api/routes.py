@@ -35,12 +35,13 @@ METHOD_NOT_ALLOWED = {
 
 
 class ApiApp:
-    __slots__ = ("buffer", "link", "summary_timeout_s")
+    __slots__ = ("buffer", "link", "summary_timeout_s", "ack_mode")
 
-    def __init__(self, buffer: PaymentBuffer, link: LinkClient, summary_timeout_s: float) -> None:
+    def __init__(self, buffer: PaymentBuffer, link: LinkClient, summary_timeout_s: float, ack_mode: bool = False) -> None:
         self.buffer = buffer
         self.link = link
         self.summary_timeout_s = summary_timeout_s
+        self.ack_mode = ack_mode
 
     def handle(self, method, path, query, body, headers):
         if path == b"/payments":
@@ -50,6 +51,9 @@ class ApiApp:
                 correlation_id, cents = parse_payment(body)
             except InvalidInput as bad:
                 return responses.error(bad.status, bad.message)
+            if self.ack_mode:
+                waiter = self.buffer.add_acknowledged(correlation_id, cents)
+                return BUFFER_FULL if waiter is None else _accepted_once(waiter)
             return ACCEPTED if self.buffer.add(correlation_id, cents) else BUFFER_FULL
         expected = ROUTES.get(path)
         if expected is None:
@@ -78,3 +82,12 @@ class ApiApp:
         except asyncio.TimeoutError:
             return WORKER_TIMEOUT
         return responses.json(reply["status"], reply["body"])
+
+
+async def _accepted_once(acknowledged: asyncio.Future) -> bytes:
+    """Ack mode: 202 once the worker has the payment. There is no deadline of our own: a payment
+    held here is delivered whatever the client does, so answering 5xx for it would be a lie; a
+    client that gives up should post it again, and the repeat is charged once."""
+    await acknowledged
+    return ACCEPTED
+

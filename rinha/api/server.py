@@ -31,7 +31,7 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
     buffer.link = link
     link.start()
 
-    app = ApiApp(buffer, link, config.summary_timeout_s)
+    app = ApiApp(buffer, link, config.summary_timeout_s, ack_mode=config.ack_mode)
     limits = Limits(max_body_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes,
                     keepalive_timeout_s=config.keepalive_timeout_s)
     state = ServerState()

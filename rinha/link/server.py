@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Awaitable, Protocol
 
 from rinha.link import frames
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class LinkHandler(Protocol):
-    def accept(self, payments: list) -> None: ...
+    def accept(self, payments: list) -> Awaitable[None] | None: ...
 
     async def answer(self, request: dict) -> tuple[int, object]: ...
 
@@ -45,17 +45,29 @@ class LinkServerProtocol(asyncio.Protocol):
         try:
             for kind, payload in self.decoder.feed(data):
                 if kind == frames.BATCH:
-                    self.handler.accept(payload["payments"])
-                    self.transport.write(frames.encode(frames.ACK, {"seq": payload["seq"]}))
+                    durable = self.handler.accept(payload["payments"])
+                    ack = frames.encode(frames.ACK, {"seq": payload["seq"]})
+                    if durable is None:
+                        self.transport.write(ack)
+                    else:  # the journal must reach the disk first (fsync policy `always`)
+                        self._spawn(self._ack_when_durable(durable, ack))
                 elif kind == frames.REQUEST:
-                    task = asyncio.get_running_loop().create_task(self._answer(payload))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+                    self._spawn(self._answer(payload))
                 else:
                     raise frames.FrameError(f"unexpected frame kind {kind} from an API node")
         except (frames.FrameError, KeyError, TypeError, ValueError) as exc:
             log.error("bad frame from %s (%s); dropping the connection", self.peer, exc)
             self.transport.close()
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _ack_when_durable(self, durable, ack: bytes) -> None:
+        await durable
+        if not self.transport.is_closing():
+            self.transport.write(ack)
 
     async def _answer(self, request: dict) -> None:
         try:

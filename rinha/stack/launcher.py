@@ -7,6 +7,7 @@ manager, used by the tests and the load-test runner). It stops exactly the proce
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +72,10 @@ class Stack:
     def fallback_url(self) -> str:
         return self.config.fallback_url or f"http://127.0.0.1:{self.config.fallback_port}"
 
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.run_dir / "worker-data"
+
     def socket_path(self, n: int) -> str:
         return str(self.run_dir / f"api{n}.sock")
 
@@ -92,6 +97,9 @@ class Stack:
         cfg = self.config
         level = self.node_log_level or cfg.log_level
         rinha = [self.python, "-m", "rinha"]
+        # A new stack is a new deployment: a journal left by an earlier one would replay its
+        # payments into this one. Restarts of the worker within this stack keep it.
+        shutil.rmtree(self.worker_data_dir, ignore_errors=True)
         try:
             if not cfg.default_url:
                 self._spawn("default", rinha + ["emulator", "--port", str(cfg.default_port), "--fee", "0.05"])
@@ -99,10 +107,11 @@ class Stack:
                 self._spawn("fallback", rinha + ["emulator", "--port", str(cfg.fallback_port), "--fee", "0.15"])
             self._spawn("worker", rinha + ["worker", "--listen", f"127.0.0.1:{cfg.worker_port}",
                                            "--default-url", self.default_url, "--fallback-url", self.fallback_url,
-                                           "--log-level", level])
+                                           "--data-dir", str(self.worker_data_dir), "--log-level", level])
+            link_port = cfg.link_port or cfg.worker_port
             for n in (1, 2):
                 self._spawn(f"api{n}", rinha + ["api", "--socket", self.socket_path(n), "--name", f"api{n}",
-                                                "--worker", f"127.0.0.1:{cfg.worker_port}", "--log-level", level])
+                                                "--worker", f"127.0.0.1:{link_port}", "--log-level", level])
             self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.worker_port), None), "worker")
             for n in (1, 2):
                 self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),

@@ -3,6 +3,7 @@
 A payment leaves the worker only through the ledger: a stored outcome records it; any other
 outcome puts it back at the front of the queue (pinned to its processor if it may be stored).
 A sender holding a payment that has no route yet waits for the router to change its mind.
+Each step is journaled before it is acted on: the pin before the call, the outcome after it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 
 from rinha import clock
+from rinha.worker.journal import Journal, NullJournal
 from rinha.worker.ledger import Ledger
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import Router
@@ -19,13 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, queue: PaymentQueue, router: Router, ledger: Ledger, *, senders: int) -> None:
+    def __init__(self, queue: PaymentQueue, router: Router, ledger: Ledger, *, senders: int,
+                 journal: Journal | NullJournal | None = None) -> None:
         self.queue = queue
         self.router = router
         self.ledger = ledger
         self.senders = senders
+        self.journal = journal or NullJournal()
         self.held: set[Payment] = set()     # taken off the queue by a sender, not yet recorded
-        self.done: set[str] = set()          # correlationIds the ledger holds
+        # What the ledger holds, by correlationId: (processor, requestedAt ms, cents).
+        self.done: dict[str, tuple[str, int, int]] = {}
         self._settled = asyncio.Event()      # pulsed whenever a call ends, for summary waits
         self._tasks: list[asyncio.Task] = []
 
@@ -60,20 +65,31 @@ class Dispatcher:
             if payment.processor is None:
                 payment.processor = view.name
                 payment.requested_at = clock.now_ms()
+                self.journal.intent(payment)
+                await self.journal.durable()  # returns at once unless the policy is `always`
             payment.attempts += 1
             view.started(payment, loop.time())
             outcome, elapsed = await view.client.pay(payment, view.timeout_s())
             router.finished(view, payment, outcome, elapsed, loop.time())
             self.held.discard(payment)
             if outcome.stored:
-                self.ledger.record(view.name, payment.requested_at, payment.cents)
-                self.done.add(payment.correlation_id)
+                self.journal.stored(payment)
+                self.record(payment)
             else:
                 if not outcome.maybe_stored:
+                    self.journal.failed(payment)
                     payment.unpin()
                 self.queue.put_front(payment)
             self._settled.set()
             self._settled.clear()
+
+    def record(self, payment: Payment) -> None:
+        self.ledger.record(payment.processor, payment.requested_at, payment.cents)
+        self.done[payment.correlation_id] = (payment.processor, payment.requested_at, payment.cents)
+
+    def owed_payments(self) -> list[Payment]:
+        """Every payment not yet recorded, oldest first: what a journal compaction must keep."""
+        return sorted([*self.queue, *self.held], key=lambda p: p.accepted_at)
 
     def in_flight_within(self, start: int | None, end: int | None) -> int:
         return sum(1 for view in self.router.views.values() for p in view.in_flight

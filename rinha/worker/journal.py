@@ -231,3 +231,37 @@ class Journal:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.size = len(data)
         self.written = self.synced_upto = 0
+
+
+class NullJournal:
+    """No journal (no --data-dir): the same calls, nothing kept. A crash loses the worker's state."""
+
+    fsync = "never"
+
+    def open(self) -> Replayed:
+        return Replayed()
+
+    async def close(self) -> None:
+        pass
+
+    def accepted(self, payments: list[Payment]) -> None:
+        pass
+
+    def intent(self, payment: Payment) -> None:
+        pass
+
+    def stored(self, payment: Payment) -> None:
+        pass
+
+    def failed(self, payment: Payment) -> None:
+        pass
+
+    def purged(self) -> None:
+        pass
+
+    async def durable(self) -> None:
+        pass
+
+    def needs_compaction(self) -> bool:
+        return False
+

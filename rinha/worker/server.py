@@ -12,6 +12,7 @@ from rinha.config import WorkerConfig, split_host_port
 from rinha.link.server import LinkServerProtocol
 from rinha.worker.dispatcher import Dispatcher
 from rinha.worker.health import HealthPoller
+from rinha.worker.journal import Journal, NullJournal
 from rinha.worker.ledger import Ledger
 from rinha.worker.processors import ProcessorClient
 from rinha.worker.queue import Payment, PaymentQueue
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 # A health answer slower than this is not worth waiting for: the next poll comes anyway.
 HEALTH_TIMEOUT_S = 3.0
+# How often the journal's size is looked at (compaction runs on the event loop, so rarely).
+COMPACTION_CHECK_S = 10.0
 
 
 class Worker:
@@ -41,11 +44,21 @@ class Worker:
                                     interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
                                     on_report=lambda failing, ms, name=client.name: self.router.health_report(name, failing, ms))
                        for client in self.clients]
-        self.dispatcher = Dispatcher(self.queue, self.router, self.ledger, senders=config.senders)
+        self.journal = (Journal(config.data_dir, fsync=config.fsync, fsync_interval_ms=config.fsync_interval_ms,
+                                compact_bytes=int(config.compact_mb * 1024 * 1024))
+                        if config.data_dir else NullJournal())
+        self.dispatcher = Dispatcher(self.queue, self.router, self.ledger, senders=config.senders,
+                                     journal=self.journal)
         # Every correlationId accepted and not purged: queued, in flight or recorded.
         self.seen: set[str] = set()
+        self._compactor: asyncio.Task | None = None
 
     async def start(self) -> None:
+        if not self.config.data_dir:
+            log.warning("no --data-dir: the queue and the ledger live in memory only; a crash loses them")
+        self.restore()
+        if self.config.data_dir:
+            self._compactor = asyncio.get_running_loop().create_task(self._compact_when_large())
         for client in self.clients:
             await client.start()
         self.router.start()
@@ -53,25 +66,56 @@ class Worker:
             poller.start()
         self.dispatcher.start()
 
+    def restore(self) -> None:
+        """Replays the journal: the ledger as it was, and every payment still owed, pins included."""
+        state = self.journal.open()
+        for correlation_id, processor, requested_at, cents in state.stored:
+            self.ledger.record(processor, requested_at, cents)
+            self.dispatcher.done[correlation_id] = (processor, requested_at, cents)
+            self.seen.add(correlation_id)
+        for payment in state.owed:
+            self.seen.add(payment.correlation_id)
+            self.queue.put(payment)
+
+    async def _compact_when_large(self) -> None:
+        while True:
+            await asyncio.sleep(COMPACTION_CHECK_S)
+            if self.journal.needs_compaction():
+                stored = [(cid, *entry) for cid, entry in self.dispatcher.done.items()]
+                self.journal.compact(self.dispatcher.owed_payments(), stored)
+
     async def stop(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
+            await asyncio.gather(self._compactor, return_exceptions=True)
         await self.dispatcher.stop()
         for poller in self.health:
             await poller.stop()
         await self.router.stop()
         for client in self.clients:
             await client.close()
+        await self.journal.close()
         if len(self.queue):
-            log.error("stopping with %d payments not yet paid", len(self.queue))
+            log.log(logging.INFO if self.config.data_dir else logging.ERROR,
+                    "stopping with %d payments not yet paid%s", len(self.queue),
+                    " (kept in the journal)" if self.config.data_dir else "")
 
     # LinkHandler
 
-    def accept(self, payments: list) -> None:
+    def accept(self, payments: list):
+        """Queues the new payments of a batch; the ACK may go once the returned awaitable is done."""
         seen = self.seen
+        fresh = []
         for correlation_id, cents in payments:
             if correlation_id in seen:
                 continue  # a resent batch, or the same payment posted twice: charge once
             seen.add(correlation_id)
-            self.queue.put(Payment(correlation_id, cents))
+            fresh.append(Payment(correlation_id, cents))
+        if fresh:
+            self.journal.accepted(fresh)
+            for payment in fresh:
+                self.queue.put(payment)
+        return self.journal.durable() if self.journal.fsync == "always" else None
 
     async def answer(self, request: dict) -> tuple[int, object]:
         op = request.get("op")
@@ -86,8 +130,9 @@ class Worker:
 
     def purge(self) -> None:
         """Empties the ledger and forgets recorded correlationIds; payments still owed stay owed."""
+        self.journal.purged()
         self.ledger.purge()
-        self.seen -= self.dispatcher.done
+        self.seen.difference_update(self.dispatcher.done)
         self.dispatcher.done.clear()
 
 
