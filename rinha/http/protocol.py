@@ -3,6 +3,11 @@
 The application is any object with `handle(method, path, query, body, headers)` that returns
 the whole response as bytes, or an awaitable of them when the answer needs I/O (the summary,
 which asks the worker). Constant answers are prebuilt, so the hot path is: parse, call, one write.
+
+Hostile clients are bounded by `Limits`: a head over max_header_bytes gets 431 and a body over
+max_body_bytes 413 (a declared Content-Length at once, before any body byte is read); a request
+still incomplete after request_timeout_s gets 408; past max_connections a new connection gets 503.
+Each of these answers closes the connection, and nothing the client sent after it is served.
 """
 
 from __future__ import annotations
@@ -24,9 +29,22 @@ Response = Union[bytes, Awaitable[bytes]]
 # A client that pipelines more requests than this without reading answers is paused.
 MAX_PIPELINED = 32
 
+# uvloop's timers have millisecond resolution and may fire a little early: a deadline this close
+# counts as reached, and the timer is never re-armed closer than this (no busy loop).
+TIMER_SLACK_S = 0.005
 
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback to stop reading a head that is over the limit."""
+# Answers only this module gives, prebuilt like those in responses.py.
+REQUEST_TIMEOUT_CLOSE = responses.error(408, "request not received in time", close=True)
+TOO_MANY_CONNECTIONS_CLOSE = responses.json(503, {"error": "too many connections; retry shortly"}, close=True,
+                                            extra_headers=b"retry-after: 1\r\n")
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop reading a request we will not serve."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 class HttpApp(Protocol):
@@ -39,8 +57,21 @@ class Limits:
     max_body_bytes: int = 4096
     max_header_bytes: int = 8192
     keepalive_timeout_s: float = 75.0
+    # A request begun but not complete (head and body) after this gets 408 and a close, so a
+    # client trickling bytes (slowloris) cannot hold a connection for ever. NGINX sends each
+    # request whole, so behind it this never fires.
+    request_timeout_s: float = 10.0
+    # Past this many open connections a new one gets 503 and is closed at once: file descriptors
+    # and per-connection memory stay bounded whatever clients do.
+    max_connections: int = 4096
     # Only the emulator reads headers (X-Rinha-Token); the API node never pays to keep them.
     keep_headers: bool = False
+    # Derived: a Content-Length with fewer digits than this cannot exceed max_body_bytes, so the
+    # common small body is checked without an int().
+    max_body_digits: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_body_digits", len(str(self.max_body_bytes)))
 
 
 @dataclass
@@ -57,7 +88,7 @@ class HttpProtocol(asyncio.Protocol):
         "app", "limits", "state", "loop", "transport", "parser", "pending", "last_active",
         "idle_timer", "reading_paused", "writing_paused", "closing",
         # Per-request state
-        "url", "body", "body_size", "head_size", "headers", "too_large", "message_done",
+        "url", "body", "body_size", "head_size", "headers", "message_done", "request_start", "open_read",
     )
 
     def __init__(self, app: HttpApp, limits: Limits, state: ServerState) -> None:
@@ -79,16 +110,25 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.head_size = 0
         self.headers: dict[bytes, bytes] | None = None
-        self.too_large: bytes | None = None
-        self.message_done = False
+        # True between requests: no request is open, so none can be late.
+        self.message_done = True
+        self.request_start = 0.0
+        # Bytes of later reads that ended with the request still open (-1: it began in this read).
+        self.open_read = -1
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+        if len(self.state.connections) >= self.limits.max_connections:
+            # Over the limit: one prebuilt write and a close; nothing is kept, no timer is armed.
+            self.closing = True
+            transport.write(TOO_MANY_CONNECTIONS_CLOSE)
+            transport.close()
+            return
         self.state.connections.add(self)
         self.last_active = self.loop.time()
-        self.idle_timer = self.loop.call_at(self.last_active + self.limits.keepalive_timeout_s, self._idle_check)
+        self.idle_timer = self.loop.call_at(self.last_active + self._check_interval(), self._idle_check)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -106,11 +146,12 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
-                self._fail(responses.HEAD_TOO_LARGE_CLOSE)
+            refused = exc.__context__
+            if type(refused) is _Refused:
+                self._fail(refused.answer)
                 return
             # Our own callback raised: a bug of ours, not the client's fault.
-            log.error("HTTP callback failed", exc_info=exc.__context__ or exc)
+            log.error("HTTP callback failed", exc_info=refused or exc)
             self._fail(responses.INTERNAL_ERROR_CLOSE)
         except httptools.HttpParserUpgrade:
             # We speak no other protocol. A complete request was answered already: end after it.
@@ -120,6 +161,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(responses.BAD_REQUEST_CLOSE)
         except httptools.HttpParserError:
             self._fail(responses.BAD_REQUEST_CLOSE)
+        else:
+            # The hot path ends here: a whole request per read leaves none open.
+            if not self.message_done:
+                self._count_open_read(len(data))
 
     def pause_writing(self) -> None:
         """The client is not reading its answers: stop reading its requests until it does."""
@@ -128,6 +173,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self.last_active = self.loop.time()  # the client read something: it is not idle
         if len(self.pending) < MAX_PIPELINED:
             self._resume_reading()
 
@@ -145,47 +191,58 @@ class HttpProtocol(asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.head_size = 0
-        self.too_large = None
         self.message_done = False
+        # The time of the read this request began in: the deadline costs no extra clock call.
+        self.request_start = self.last_active
+        self.open_read = -1
         if self.limits.keep_headers:
             self.headers = {}
 
     def on_url(self, url: bytes) -> None:
         self.head_size += len(url)
         if self.head_size > self.limits.max_header_bytes:
-            raise _HeadTooLarge  # refuse now: a head that never ends must not grow in memory
+            # Refuse now: a head that never ends must not grow in memory.
+            raise _Refused(responses.HEAD_TOO_LARGE_CLOSE)
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value) + 4
+        name_size = len(name)
+        self.head_size += name_size + len(value) + 4
         if self.head_size > self.limits.max_header_bytes:
-            raise _HeadTooLarge
+            raise _Refused(responses.HEAD_TOO_LARGE_CLOSE)
+        # A body declared too large is refused before any byte of it is read. Lengths first: for other
+        # headers and for a short Content-Length this costs two compares. llhttp checked the digits.
+        if name_size == 14 and len(value) >= self.limits.max_body_digits and name.lower() == b"content-length":
+            if int(value) > self.limits.max_body_bytes:
+                raise _Refused(responses.BODY_TOO_LARGE_CLOSE)
         if self.headers is not None:
             self.headers[name.lower()] = value
 
     def on_body(self, chunk: bytes) -> None:
         self.body_size += len(chunk)
         if self.body_size > self.limits.max_body_bytes:
-            if self.too_large is None:
-                self.too_large = responses.BODY_TOO_LARGE_CLOSE
-            self.body = []
-        elif self.too_large is None:
-            self.body.append(chunk)
+            # Only a chunked body gets here (a Content-Length one was refused at its header):
+            # refuse at once rather than read on to a last chunk that may never come.
+            raise _Refused(responses.BODY_TOO_LARGE_CLOSE)
+        self.body.append(chunk)
 
     def on_message_complete(self) -> None:
         self.message_done = True
         if self.closing:
             return
-        if self.too_large is not None:
-            self._fail(self.too_large)
-            return
         path, _, query = self.url.partition(b"?")
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        method = self.parser.get_method()
         try:
-            answer = self.app.handle(self.parser.get_method(), path, query, body, self.headers)
+            answer = self.app.handle(method, path, query, body, self.headers)
         except Exception:
             log.exception("handler failed for %r", path)
             answer = responses.INTERNAL_ERROR_CLOSE
+        else:
+            if method == b"HEAD":
+                # No body in an answer to HEAD (RFC 9110 9.3.2): the client, or NGINX on a kept-alive
+                # upstream connection, would read it as the start of the next answer.
+                answer = _head_only(answer)
         keep_alive = self.parser.should_keep_alive()
         if type(answer) is bytes and not self.pending:
             self.transport.write(answer)  # the hot path: one write, nothing queued
@@ -205,9 +262,11 @@ class HttpProtocol(asyncio.Protocol):
                 answer = task
             self.pending.append(answer)
         if not keep_alive or answer is responses.INTERNAL_ERROR_CLOSE:
-            # A marker: close once everything before it is written, and serve nothing after it.
+            # A marker: close once everything before it is written, and serve nothing after it
+            # (nor read it: a client streaming on behind it must not cost us parsing).
             self.pending.append(None)
             self.closing = True
+            self._pause_reading()
         if len(self.pending) >= MAX_PIPELINED:
             self._pause_reading()
         self._write_ready()
@@ -271,14 +330,53 @@ class HttpProtocol(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def _idle_check(self) -> None:
-        """The one keep-alive timer: closes an idle connection, else re-arms for the remainder."""
-        deadline = self.last_active + self.limits.keepalive_timeout_s
-        if self.pending or self.loop.time() < deadline:
-            self.idle_timer = self.loop.call_at(max(deadline, self.loop.time() + 0.1), self._idle_check)
+    def _count_open_read(self, size: int) -> None:
+        """A read ended inside a request. httptools keeps an unfinished header line (or trailer)
+        to itself, where on_header cannot count it, so count the reads instead: a request open
+        across more bytes than a whole head and body (with room for chunk framing) is refused."""
+        if self.open_read < 0:
+            # The read it began in may hold earlier requests; one read is bounded by the transport.
+            self.open_read = 0
             return
-        self.idle_timer = None
-        self._close()
+        self.open_read += size
+        limits = self.limits
+        if self.open_read > 2 * (limits.max_header_bytes + limits.max_body_bytes):
+            self._fail(responses.BODY_TOO_LARGE_CLOSE if self.body_size else responses.HEAD_TOO_LARGE_CLOSE)
+
+    def _check_interval(self) -> float:
+        # A request that begins just after a check is caught at its own deadline by the next one.
+        return min(self.limits.request_timeout_s, self.limits.keepalive_timeout_s)
+
+    def _idle_check(self) -> None:
+        """The one timer of a connection, re-armed from here, never per request. It ends a request
+        that is too slow to arrive (408), a client that neither sends nor reads, and an idle
+        keep-alive connection."""
+        if self.transport.is_closing():
+            self.idle_timer = None
+            return
+        limits = self.limits
+        now = self.loop.time() + TIMER_SLACK_S
+        next_check = now + self._check_interval()
+        if not self.message_done and not self.closing and not self.reading_paused:
+            # Not while our own pause holds the rest of the request back.
+            deadline = self.request_start + limits.request_timeout_s
+            if now >= deadline:
+                self._fail(REQUEST_TIMEOUT_CLOSE)
+                if self.transport.is_closing():
+                    self.idle_timer = None
+                    return
+            else:
+                next_check = min(next_check, deadline)
+        idle_deadline = self.last_active + limits.keepalive_timeout_s
+        # Idle: no request open and nothing owed. Or a client that does not read what we wrote
+        # (our reads are paused too): it has neither sent nor read for the keep-alive timeout.
+        if (self.message_done and not self.pending) or self.writing_paused:
+            if now >= idle_deadline:
+                self.idle_timer = None
+                self._close()
+                return
+            next_check = min(next_check, idle_deadline)
+        self.idle_timer = self.loop.call_at(max(next_check, now), self._idle_check)
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, else after the answers already owed."""
@@ -286,6 +384,17 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
         else:
             self._close()
+
+
+def _head_only(answer: Response) -> Response:
+    """The same status line and headers (Content-Length included, as RFC 9110 allows), no body."""
+    if type(answer) is bytes:
+        return answer[:answer.find(b"\r\n\r\n") + 4]
+    return _head_only_later(answer)
+
+
+async def _head_only_later(answer: Awaitable[bytes]) -> bytes:
+    return _head_only(await answer)  # an exception propagates to _resolve, which answers 500
 
 
 async def _resolve(answer: Awaitable[bytes]) -> bytes:
