@@ -104,6 +104,10 @@ class ApiConfig:
     # Longer than NGINX's upstream keepalive_timeout (60 s in nginx.conf), so NGINX always closes
     # an idle upstream connection first and never sends a POST into one we are closing.
     keepalive_timeout_s: float = _opt(75.0, "idle keep-alive connections are closed after this")
+    # NGINX sends each request whole, so behind it this never fires; it stops trickling clients.
+    request_timeout_s: float = _opt(10.0, "a request whose head and body are not complete within this gets 408 and a close")
+    # About 5-7 KB per idle connection: 4096 of them stay under 30 MB.
+    max_connections: int = _opt(4096, "most open client connections; a new one past this gets 503 and is closed at once")
     summary_timeout_s: float = _opt(5.0, "how long GET /payments-summary waits for the worker before 504")
     reconnect_max_backoff_s: float = _opt(1.0, "ceiling of the link's reconnect backoff (starts at 20 ms, doubles)")
     # Off by default: answering before the worker has the payment costs a kill -9 of this node at
@@ -113,7 +117,8 @@ class ApiConfig:
 
     def check(self) -> None:
         _positive(self, "flush_interval_ms", "batch_max", "buffer_max", "max_body_bytes", "max_header_bytes",
-                  "keepalive_timeout_s", "summary_timeout_s", "reconnect_max_backoff_s")
+                  "keepalive_timeout_s", "request_timeout_s", "max_connections", "summary_timeout_s",
+                  "reconnect_max_backoff_s")
         split_host_port(self.worker)
 
 

@@ -27,8 +27,8 @@ from rinha.api.buffer import PaymentBuffer
 from rinha.api.routes import ACCEPTED, ApiApp
 from rinha.api.validation import InvalidInput, parse_payment
 from rinha.http import responses
-from rinha.http.protocol import (MAX_PIPELINED, REQUEST_TIMEOUT_CLOSE, TOO_MANY_CONNECTIONS_CLOSE, HttpProtocol,
-                                 Limits, ServerState)
+from rinha.http.protocol import MAX_PIPELINED, HttpProtocol, Limits, ServerState
+from rinha.http.responses import REQUEST_TIMEOUT_CLOSE, TOO_MANY_CONNECTIONS_CLOSE
 from rinha.link.client import LinkDown
 
 # Raw requests

@@ -131,11 +131,13 @@ async def test_summary_windows_are_inclusive_and_match_the_processor(client: Sta
         return await client.recorded() == 20
 
     await eventually(all_recorded)
-    async with client.session.get(f"{client.stack.default_url}/payments/{ids[0]}") as response:
-        first = (await response.json())["requestedAt"]
-    async with client.session.get(f"{client.stack.default_url}/payments/{ids[-1]}") as response:
-        last = (await response.json())["requestedAt"]
-    for bounds in ({"from": first, "to": last}, {"from": first}, {"to": first}, {"to": last}):
+    stamps = []
+    for correlation_id in ids:  # senders run concurrently: stamps need not follow posting order
+        async with client.session.get(f"{client.stack.default_url}/payments/{correlation_id}") as response:
+            stamps.append((await response.json())["requestedAt"])
+    first, last, middle = min(stamps), max(stamps), sorted(stamps)[10]
+    for bounds in ({"from": first, "to": last}, {"from": first}, {"to": first}, {"to": last},
+                   {"from": middle}, {"to": middle}, {"from": middle, "to": middle}):
         ours = await client.summary(**bounds)
         async with client.session.get(f"{client.stack.default_url}/admin/payments-summary", params=bounds,
                                       headers={"X-Rinha-Token": "123"}) as response:

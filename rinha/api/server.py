@@ -33,7 +33,8 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
 
     app = ApiApp(buffer, link, config.summary_timeout_s, ack_mode=config.ack_mode)
     limits = Limits(max_body_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes,
-                    keepalive_timeout_s=config.keepalive_timeout_s)
+                    keepalive_timeout_s=config.keepalive_timeout_s, request_timeout_s=config.request_timeout_s,
+                    max_connections=config.max_connections)
     state = ServerState()
 
     def protocol() -> HttpProtocol:

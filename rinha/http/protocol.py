@@ -33,10 +33,6 @@ MAX_PIPELINED = 32
 # counts as reached, and the timer is never re-armed closer than this (no busy loop).
 TIMER_SLACK_S = 0.005
 
-# Answers only this module gives, prebuilt like those in responses.py.
-REQUEST_TIMEOUT_CLOSE = responses.error(408, "request not received in time", close=True)
-TOO_MANY_CONNECTIONS_CLOSE = responses.json(503, {"error": "too many connections; retry shortly"}, close=True,
-                                            extra_headers=b"retry-after: 1\r\n")
 
 
 class _Refused(Exception):
@@ -123,7 +119,7 @@ class HttpProtocol(asyncio.Protocol):
         if len(self.state.connections) >= self.limits.max_connections:
             # Over the limit: one prebuilt write and a close; nothing is kept, no timer is armed.
             self.closing = True
-            transport.write(TOO_MANY_CONNECTIONS_CLOSE)
+            transport.write(responses.TOO_MANY_CONNECTIONS_CLOSE)
             transport.close()
             return
         self.state.connections.add(self)
@@ -361,7 +357,7 @@ class HttpProtocol(asyncio.Protocol):
             # Not while our own pause holds the rest of the request back.
             deadline = self.request_start + limits.request_timeout_s
             if now >= deadline:
-                self._fail(REQUEST_TIMEOUT_CLOSE)
+                self._fail(responses.REQUEST_TIMEOUT_CLOSE)
                 if self.transport.is_closing():
                     self.idle_timer = None
                     return

@@ -42,3 +42,6 @@ BAD_REQUEST_CLOSE = error(400, "malformed HTTP request", close=True)
 BODY_TOO_LARGE_CLOSE = error(413, "request body too large", close=True)
 HEAD_TOO_LARGE_CLOSE = error(431, "request head too large", close=True)
 INTERNAL_ERROR_CLOSE = error(500, "internal error", close=True)
+REQUEST_TIMEOUT_CLOSE = error(408, "request not received in time", close=True)
+TOO_MANY_CONNECTIONS_CLOSE = json(503, {"error": "too many connections; retry shortly"}, close=True,
+                                  extra_headers=b"retry-after: 1\r\n")
