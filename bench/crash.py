@@ -12,13 +12,8 @@ node drill runs twice: in the default mode (answer at once) and in ack mode.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
+from runs import batch_folder, progress_log, run_official
 
 # name -> (drill, extra flags)
 CASES = {
@@ -35,41 +30,27 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(CASES))
     parser.add_argument("--schedule", default="official")
     args = parser.parse_args()
-    root = BENCH / "results" / time.strftime("crash-%Y%m%d-%H%M%S")
-    root.mkdir(parents=True)
+    root = batch_folder("crash")
+    log = progress_log(root)
     names = [name for name in args.only.split(",") if name]
     rows = []
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-        with (root / "progress.log").open("a") as progress:
-            progress.write(line + "\n")
 
     total, done = len(names) * args.runs, 0
     for run in range(1, args.runs + 1):
         for name in names:
             done += 1
             drill, flags = CASES[name]
-            folder = root / f"{name}-{run}"
-            folder.mkdir()
             log(f"[{done}/{total}] {name}, run {run}")
-            command = [sys.executable, str(BENCH / "official.py"), "--schedule", args.schedule, "--drill", drill,
-                       "--seed", str(run * 1000 + done), "--results", str(folder), *flags]
-            with (folder / "run.log").open("w") as output:
-                code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT).returncode
-            cards = list(folder.glob("*/scorecard.json"))
-            if not cards:
-                log(f"  no scorecard (exit {code}); see {folder / 'run.log'}")
-                rows.append((name, run, None))
+            card = run_official(root / f"{name}-{run}", ["--schedule", args.schedule, "--drill", drill,
+                                                         "--seed", str(run * 1000 + done), *flags], log)
+            rows.append((name, run, card))
+            if card is None:
                 continue
-            card = json.loads(cards[0].read_text())
-            drill_line = next((line for line in (cards[0].parent / "stack.log").read_text().splitlines()
-                               if "] drill " in line and " at " in line), "drill: ?")
             r = card["rinha"]
-            log(f"  {drill_line.split('] ', 1)[-1]}: lost {card['lost']}, double charges {card['double_charges']}, "
+            at = "never (the run ended first)" if card["drill_at_s"] is None else f"at {card['drill_at_s']:.1f} s"
+            log(f"  {drill} {at}: lost {card['lost']}, double charges {card['double_charges']}, "
                 f"inconsistencies {r['inconsistencies']}, lag {r['lag']}, failed POSTs {r['posts_failed']}, "
                 f"p99 {r['p99_ms']:.2f} ms, final {r['final']:,.0f}")
-            rows.append((name, run, card))
 
     lines = [f"{'drill':<14}{'run':>4}{'lost':>6}{'double':>8}{'incons.':>9}{'lag':>6}{'failed':>8}{'p99 ms':>8}{'final':>12}"]
     for name, run, card in rows:

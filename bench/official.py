@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "scorecard.json").write_text(json.dumps(
         {"rinha": result["rinha"], "processes": processes, "wall_s": wall_s, "died": stack.died,
          "double_charges": doubles, "lost": lost, "drill": args.drill, "ack_mode": args.ack_mode,
+         "drill_at_s": drill.at_s if drill is not None and drill.done_at is not None else None,
          "policy": args.policy, "duplicate_rate": args.duplicate_rate,
          "max_requests": args.max_requests, "duration": args.duration, "schedule": args.schedule}, indent=2))
     print(f"rinha: results in {out}", flush=True)

@@ -11,14 +11,10 @@ Run folders are kept under bench/results/scenarios-<timestamp>/.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
+from runs import batch_folder, progress_log, run_official
 
 # name -> (schedule, duplicate rate, what it checks)
 SCENARIOS = {
@@ -31,23 +27,16 @@ SCENARIOS = {
 POLICIES = ("profit", "always-default", "fallback-on-failure")
 
 
-def run_one(scenario: str, policy: str, folder: Path, max_requests: int, log) -> dict:
+def run_one(scenario: str, policy: str, folder: Path, max_requests: int, log) -> dict | None:
     schedule, duplicates, _ = SCENARIOS[scenario]
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o755)  # NGINX's workers must reach the sockets below it
-    command = [sys.executable, str(BENCH / "official.py"), "--schedule", schedule, "--policy", policy,
-               "--duplicate-rate", str(duplicates), "--max-requests", str(max_requests), "--results", str(folder)]
-    with (folder / "run.log").open("w") as output:
-        code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT).returncode
-    cards = list(folder.glob("*/scorecard.json"))
-    if not cards:
-        log(f"  {scenario}/{policy}: no scorecard (exit {code}); see {folder / 'run.log'}")
-        return {}
-    card = json.loads(cards[0].read_text())
-    r = card["rinha"]
-    log(f"  {scenario}/{policy}: final {r['final']:,.0f}, p99 {r['p99_ms']:.2f} ms, default {r['default_requests']}, "
-        f"fallback {r['fallback_requests']}, lag {r['lag']}, inconsistencies {r['inconsistencies']}, "
-        f"double charges {card['double_charges']}, failed POSTs {r['posts_failed']}")
+    card = run_official(folder, ["--schedule", schedule, "--policy", policy, "--duplicate-rate", str(duplicates),
+                                 "--max-requests", str(max_requests)], log)
+    if card is not None:
+        r = card["rinha"]
+        log(f"  {scenario}/{policy}: final {r['final']:,.0f}, net {r['net']:,.0f}, p99 {r['p99_ms']:.2f} ms, "
+            f"default {r['default_requests']}, fallback {r['fallback_requests']}, lag {r['lag']}, "
+            f"inconsistencies {r['inconsistencies']}, double charges {card['double_charges']}, "
+            f"failed POSTs {r['posts_failed']}")
     return card
 
 
@@ -58,17 +47,11 @@ def main() -> int:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--max-requests", type=int, default=550)
     args = parser.parse_args()
-    root = BENCH / "results" / time.strftime("scenarios-%Y%m%d-%H%M%S")
-    root.mkdir(parents=True)
-    root.chmod(0o755)
+    root = batch_folder("scenarios")
+    log = progress_log(root)
     names = [name for name in args.only.split(",") if name]
     policies = [policy for policy in args.policies.split(",") if policy]
     cards: dict[tuple[str, str], list[dict]] = {}
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-        with (root / "progress.log").open("a") as progress:
-            progress.write(line + "\n")
 
     total = len(names) * len(policies) * args.runs
     done = 0
@@ -78,7 +61,7 @@ def main() -> int:
                 done += 1
                 log(f"[{done}/{total}] scenario {name} ({SCENARIOS[name][2]}), policy {policy}, run {run}")
                 card = run_one(name, policy, root / f"{name}-{policy}-{run}", args.max_requests, log)
-                if card:
+                if card is not None:
                     cards.setdefault((name, policy), []).append(card)
 
     # `net` is the money before the p99 bonus: what routing decides. `final` adds the p99 bonus,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import socket
@@ -90,9 +91,10 @@ def stack_config(run_dir) -> StackConfig:
                    fallback_port=free_port(), run_dir=str(run_dir), log_level="WARNING")
 
 
-@pytest.fixture(scope="module")
-def stack():
-    # Not under pytest's tmp_path: that folder is private to root, and NGINX's workers are not root.
+@contextlib.contextmanager
+def running_stack():
+    """A whole stack on free ports. Its folder is not under pytest's tmp_path: that one is private
+    to root, and NGINX's workers are not root."""
     run_dir = tempfile.mkdtemp(prefix="rinha-test-")
     lines: list[str] = []
     try:
@@ -101,6 +103,12 @@ def stack():
         assert not running.died, "\n".join(lines[-50:])
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with running_stack() as running:
+        yield running
 
 
 @pytest.fixture

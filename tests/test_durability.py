@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 
 import aiohttp
 import pytest
 
-from conftest import StackClient, eventually, free_port, new_id, stack_config
-from rinha.stack.launcher import Stack
+from conftest import StackClient, eventually, free_port, new_id, running_stack
 
 
 def stored_ids(url: str) -> set[str]:
@@ -27,13 +24,8 @@ def stored_ids(url: str) -> set[str]:
 @pytest.fixture
 def own_stack():
     """A stack of its own: these tests kill its processes."""
-    run_dir = tempfile.mkdtemp(prefix="rinha-test-")
-    lines: list[str] = []
-    try:
-        with Stack(stack_config(run_dir), log=lines.append) as running:
-            yield running
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with running_stack() as running:
+        yield running
 
 
 async def test_a_worker_killed_mid_load_loses_nothing_and_charges_nothing_twice(own_stack):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-
-import uvloop
 
 from rinha.api.buffer import PaymentBuffer
 from rinha.api.routes import ApiApp
 from rinha.config import ApiConfig, split_host_port
 from rinha.http.protocol import HttpProtocol, Limits, ServerState
+from rinha.lifecycle import run_until_signalled
 from rinha.link.client import LinkClient
 
 log = logging.getLogger(__name__)
@@ -72,12 +70,4 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
 
 
 def run(config: ApiConfig) -> int:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(config, stop)
-
-    uvloop.run(main())
-    return 0
+    return run_until_signalled(serve, config)

@@ -24,18 +24,17 @@ import asyncio
 import collections
 import logging
 import math
-import signal
 import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from urllib.parse import parse_qs
 
 import orjson
-import uvloop
 
 from rinha import clock
 from rinha.config import EmulatorConfig
 from rinha.http import responses
 from rinha.http.protocol import HttpProtocol, Limits, ServerState
+from rinha.lifecycle import run_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -325,12 +324,7 @@ class ProcessorEmulator:
 
 
 def parse_payment(body: bytes) -> Payment:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Invalid("body is not JSON") from None
-    if type(data) is not dict:
-        raise Invalid("body must be a JSON object")
+    data = _json_object(body)
     correlation_id = data.get("correlationId")
     amount = data.get("amount")
     requested_at = data.get("requestedAt")
@@ -430,12 +424,4 @@ async def serve(config: EmulatorConfig, stop: asyncio.Event, ready: asyncio.Even
 
 
 def run(config: EmulatorConfig) -> int:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(config, stop)
-
-    uvloop.run(main())
-    return 0
+    return run_until_signalled(serve, config)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-
-import uvloop
 
 from rinha.config import WorkerConfig, split_host_port
+from rinha.lifecycle import run_until_signalled
 from rinha.link.server import LinkServerProtocol
 from rinha.worker.dispatcher import Dispatcher
 from rinha.worker.health import HealthPoller
@@ -149,12 +147,4 @@ async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
 
 
 def run(config: WorkerConfig) -> int:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(config, stop)
-
-    uvloop.run(main())
-    return 0
+    return run_until_signalled(serve, config)
