@@ -95,7 +95,7 @@ class ApiConfig:
     name: str = _opt("api", "name of this node in logs")
     # A flush every 2 ms keeps the worker no more than a few ms behind while batching ~1 payment
     # per ms of the official peak into one frame; what an API node can lose if killed is this window.
-    flush_interval_ms: float = _opt(2.0, "how long a payment may wait in the local buffer before its batch is sent")
+    flush_interval_ms: float = _opt(2.0, "how long a payment may wait in the local buffer before its batch is sent (not in ack mode)")
     batch_max: int = _opt(512, "most payments in one link frame")
     # 100k payments is minutes of the official peak rate and about 15 MB: room for a worker restart.
     buffer_max: int = _opt(100_000, "most payments held (unsent + unacknowledged) before POST answers 503")

@@ -21,8 +21,10 @@ DRAIN_TIMEOUT_S = 5.0
 
 async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    buffer = PaymentBuffer(flush_interval_s=config.flush_interval_ms / 1000, batch_max=config.batch_max,
-                           capacity=config.buffer_max)
+    # In ack mode every POST waits for its batch, so batches go at the end of each loop iteration
+    # (call_later(0)): they still gather every payment parsed in that iteration.
+    flush_interval_s = 0.0 if config.ack_mode else config.flush_interval_ms / 1000
+    buffer = PaymentBuffer(flush_interval_s=flush_interval_s, batch_max=config.batch_max, capacity=config.buffer_max)
     host, port = split_host_port(config.worker)
     link = LinkClient(host, port, on_connected=buffer.on_connected, on_ack=buffer.on_ack,
                       max_backoff_s=config.reconnect_max_backoff_s)

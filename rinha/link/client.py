@@ -34,6 +34,8 @@ class LinkClient:
         self.replies: dict[int, asyncio.Future] = {}
         self.request_ids = itertools.count(1)
         self.reconnects = 0
+        self._up = asyncio.Event()          # set while connected, for requests that wait for the link
+        self._proven = False                # the worker has answered on this connection
         self._task: asyncio.Task | None = None
         self._lost: asyncio.Future | None = None
 
@@ -61,15 +63,22 @@ class LinkClient:
         return True
 
     async def request(self, payload: dict, timeout_s: float) -> dict:
-        """Sends a REQUEST and waits for its REPLY. Raises LinkDown or asyncio.TimeoutError."""
+        """Sends a REQUEST and waits for its REPLY, within `timeout_s` all told: a link that comes
+        back in that time (a blip, a worker restart) still gets the question.
+        Raises LinkDown or asyncio.TimeoutError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         if self.transport is None:
-            raise LinkDown("worker link is down")
+            try:
+                await asyncio.wait_for(self._up.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                raise LinkDown("worker link is down") from None
         request_id = next(self.request_ids)
-        reply = asyncio.get_running_loop().create_future()
+        reply = loop.create_future()
         self.replies[request_id] = reply
         try:
             self.transport.write(frames.encode(frames.REQUEST, {"id": request_id, **payload}))
-            return await asyncio.wait_for(reply, timeout_s)
+            return await asyncio.wait_for(reply, max(deadline - loop.time(), 0.001))
         finally:
             self.replies.pop(request_id, None)
 
@@ -79,23 +88,37 @@ class LinkClient:
         while True:
             try:
                 transport, _ = await loop.create_connection(lambda: _LinkProtocol(self), self.host, self.port)
+                if transport.get_extra_info("sockname") == transport.get_extra_info("peername"):
+                    # Nothing listens and the kernel connected the socket to itself (TCP
+                    # simultaneous open, possible when the port is in the ephemeral range).
+                    transport.abort()
+                    raise ConnectionRefusedError("connected to itself: nothing listens there")
             except OSError as exc:
                 log.debug("link to %s:%s refused (%s); retry in %.0f ms", self.host, self.port, exc, backoff * 1e3)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
-            backoff = FIRST_BACKOFF_S
             self._lost = loop.create_future()
+            self._proven = False
             self.transport = transport
+            self._up.set()
             log.info("link to worker %s:%s up", self.host, self.port)
             self.on_connected()
             await self._lost
             self.reconnects += 1
+            if self._proven:
+                backoff = FIRST_BACKOFF_S
+            else:
+                # Accepted and dropped before the worker ever answered: back off as if refused,
+                # or a peer that accepts and closes would have us reconnect in a tight loop.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
             log.warning("link to worker %s:%s lost; reconnecting", self.host, self.port)
 
     # Called by _LinkProtocol
 
     def _frame_received(self, kind: int, payload: dict) -> None:
+        self._proven = True
         if kind == frames.ACK:
             self.on_ack(payload["seq"])
         elif kind == frames.REPLY:
@@ -105,6 +128,7 @@ class LinkClient:
 
     def _connection_lost(self) -> None:
         self.transport = None
+        self._up.clear()
         for reply in self.replies.values():
             if not reply.done():
                 reply.set_exception(LinkDown("worker link lost"))

@@ -1,8 +1,9 @@
 """The one health poller per processor in the whole system (only the worker runs it).
 
 The processors allow one `GET /payments/service-health` per fixed 5 s window. Calls spaced more
-than a window apart can never share one, so the poller never sees a 429 from its own pace; if
-something else spends the window, it obeys `Retry-After`. It runs beside the payment flow: a
+than a window apart can never share one, so the poller never sees a 429 from its own pace (the
+first call also waits an interval, for the case of a restarted worker); if something else spends
+the window, it obeys `Retry-After`. It runs beside the payment flow: a
 slow or refused answer only delays the next poll.
 """
 
@@ -41,6 +42,9 @@ class HealthPoller:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        # A worker restarted after a crash cannot know when its predecessor last polled: waiting
+        # one interval first keeps even that pair of calls in different windows.
+        await asyncio.sleep(self.interval_s)
         while True:
             started = loop.time()
             wait_s = self.interval_s
