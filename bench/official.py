@@ -189,6 +189,10 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (and SIGINT, which a background job may have ignored) unwinds through the
+    # `finally` below, so the stack it started is stopped, not orphaned.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: sys.exit(128 + number))
     out = args.results / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     log_file = (out / "stack.log").open("w", buffering=1)
