@@ -47,11 +47,6 @@ class Dispatcher:
             self.queue.put_front(payment)
         self.held.clear()
 
-    @property
-    def owed(self) -> int:
-        """Payments accepted and not yet recorded: queued or held by a sender."""
-        return len(self.queue) + len(self.held)
-
     async def _sender(self) -> None:
         loop = asyncio.get_running_loop()
         router = self.router
