@@ -182,3 +182,19 @@ async def test_a_pinned_payment_only_goes_back_to_its_processor():
     fresh = Payment(new_id(), 1)
     assert router.route(fresh, 0.25) is fallback
     assert router.fallback_decisions == 1
+
+
+def test_pacing_caps_the_calls_started_per_second():
+    default, fallback = view("default", max_in_flight=10_000), view("fallback")
+    router = Router(default, fallback, AlwaysDefaultPolicy(), tick_s=0.05, max_calls_per_s=100)
+    started = 0
+    now = 0.0
+    while now < 2.0:  # senders asking every millisecond for two seconds
+        payment = Payment(new_id(), 1)
+        if router.route(payment, now) is not None:
+            default.started(payment, now)
+            started += 1
+        now += 0.001
+    assert 195 <= started <= 215  # 100/s for 2 s, plus the initial burst of 10
+    unpaced = Router(view("default", max_in_flight=10_000), view("fallback"), AlwaysDefaultPolicy())
+    assert all(unpaced.route(Payment(new_id(), 1), 0.0) is not None for _ in range(500))

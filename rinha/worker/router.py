@@ -218,12 +218,19 @@ def make_policy(name: str, fallback_after_s: float) -> Policy:
 class Router:
     """Routes payments through a policy and wakes the senders that wait for a route."""
 
-    def __init__(self, default: ProcessorView, fallback: ProcessorView, policy: Policy, *, tick_s: float = 0.05) -> None:
+    def __init__(self, default: ProcessorView, fallback: ProcessorView, policy: Policy, *, tick_s: float = 0.05,
+                 max_calls_per_s: float = 0.0) -> None:
         self.default = default
         self.fallback = fallback
         self.views = {default.name: default, fallback.name: fallback}
         self.policy = policy
         self.tick_s = tick_s
+        # Pacing (a token bucket; 0 = off): a backlog drains at this rate rather than in one burst
+        # that would take the CPU the API nodes answer with.
+        self.max_calls_per_s = max_calls_per_s
+        self.burst = max(1.0, 2 * tick_s * max_calls_per_s)
+        self.tokens = self.burst
+        self.refilled_at = 0.0
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         self.fallback_decisions = 0
         self._ticker: asyncio.Task | None = None
@@ -237,12 +244,20 @@ class Router:
             await asyncio.gather(self._ticker, return_exceptions=True)
 
     def route(self, payment: Payment, now: float) -> ProcessorView | None:
+        if self.max_calls_per_s:
+            self.tokens = min(self.burst, self.tokens + (now - self.refilled_at) * self.max_calls_per_s)
+            self.refilled_at = now
+            if self.tokens < 1:
+                return None
         if payment.processor is not None:
             view = self.views[payment.processor]
-            return view if view.admit(now, mind_latency=False) else None
-        view = self.policy.choose(self.default, self.fallback, now)
-        if view is self.fallback:
-            self.fallback_decisions += 1
+            view = view if view.admit(now, mind_latency=False) else None
+        else:
+            view = self.policy.choose(self.default, self.fallback, now)
+            if view is self.fallback:
+                self.fallback_decisions += 1
+        if view is not None and self.max_calls_per_s:
+            self.tokens -= 1
         return view
 
     def finished(self, view: ProcessorView, payment: Payment, outcome: Outcome, elapsed_s: float, now: float) -> None:

@@ -37,7 +37,8 @@ class Worker:
                                probe_interval_s=config.probe_interval_ms / 1000, max_probes=config.max_probes,
                                slow_s=config.slow_ms / 1000, max_in_flight=config.senders,
                                request_timeout_s=config.request_timeout_s) for client in self.clients]
-        self.router = Router(*views, make_policy(config.policy, config.fallback_after_s))
+        self.router = Router(*views, make_policy(config.policy, config.fallback_after_s),
+                             max_calls_per_s=config.max_calls_per_s)
         self.health = [HealthPoller(client.name, client.base_url, lambda client=client: client.session,
                                     interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
                                     on_report=lambda failing, ms, name=client.name: self.router.health_report(name, failing, ms))
