@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from runs import batch_folder, progress_log, run_official
+from runs import batch_folder, finish, progress_log, run_official
 
 # name -> (drill, extra flags)
 CASES = {
@@ -60,11 +60,7 @@ def main() -> int:
         r = card["rinha"]
         lines.append(f"{name:<14}{run:>4}{card['lost']:>6}{card['double_charges']:>8}{r['inconsistencies']:>9}"
                      f"{r['lag']:>6}{r['posts_failed']:>8}{r['p99_ms']:>8.2f}{r['final']:>12,.0f}")
-    table = "\n".join(lines)
-    log("\n" + table)
-    (root / "table.txt").write_text(table + "\n")
-    log(f"\nruns kept in {root}")
-    return 0
+    return finish(root, "\n".join(lines), log)
 
 
 if __name__ == "__main__":

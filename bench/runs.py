@@ -37,3 +37,12 @@ def run_official(folder: Path, flags: list[str], log) -> dict | None:
         log(f"  no scorecard (exit {code}); see {folder / 'run.log'}")
         return None
     return json.loads(cards[0].read_text())
+
+
+def finish(root: Path, table: str, log) -> int:
+    """Prints and keeps a batch's table."""
+    log("\n" + table)
+    (root / "table.txt").write_text(table + "\n")
+    log(f"\nruns kept in {root}")
+    return 0
+

@@ -14,7 +14,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from runs import batch_folder, progress_log, run_official
+from runs import batch_folder, finish, progress_log, run_official
 
 # name -> (schedule, duplicate rate, what it checks)
 SCENARIOS = {
@@ -89,11 +89,7 @@ def main() -> int:
             by_final = all(finals["profit"] >= value for value in finals.values())
             by_net = all(nets["profit"] >= value for value in nets.values())
             lines[-len(policies)] += f"  {'yes' if by_final else 'NO'}, {'yes' if by_net else 'NO'}"
-    table = "\n".join(lines)
-    log("\n" + table)
-    (root / "table.txt").write_text(table + "\n")
-    log(f"\nruns kept in {root}")
-    return 0
+    return finish(root, "\n".join(lines), log)
 
 
 if __name__ == "__main__":

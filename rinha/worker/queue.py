@@ -34,6 +34,44 @@ class Payment:
         return f"Payment({self.correlation_id}, {self.cents}c, {self.processor}, attempts={self.attempts})"
 
 
+class Waiters:
+    """Tasks parked until something happens, woken oldest first: one at a time, or all."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self) -> None:
+        self.futures: collections.deque[asyncio.Future] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    async def wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self.futures.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.wake_one()  # woken for something we will not take: pass it on
+            raise
+        finally:
+            if not waiter.done():
+                waiter.cancel()  # wake_one skips it
+
+    def wake_one(self) -> None:
+        while self.futures:
+            waiter = self.futures.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        futures, self.futures = self.futures, collections.deque()
+        for waiter in futures:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class PaymentQueue:
     """FIFO of waiting payments; a payment coming back from a failed call goes to the front."""
 
@@ -41,7 +79,7 @@ class PaymentQueue:
 
     def __init__(self) -> None:
         self.items: collections.deque[Payment] = collections.deque()
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.waiters = Waiters()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -51,29 +89,13 @@ class PaymentQueue:
 
     def put(self, payment: Payment) -> None:
         self.items.append(payment)
-        self._wake_one()
+        self.waiters.wake_one()
 
     def put_front(self, payment: Payment) -> None:
         self.items.appendleft(payment)
-        self._wake_one()
+        self.waiters.wake_one()
 
     async def get(self) -> Payment:
         while not self.items:
-            waiter = asyncio.get_running_loop().create_future()
-            self.waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self.waiters:
-                    self.waiters.remove(waiter)
-                elif self.items:
-                    self._wake_one()  # we were woken for an item we will not take: pass it on
-                raise
+            await self.waiters.wait()
         return self.items.popleft()
-
-    def _wake_one(self) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return

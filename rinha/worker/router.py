@@ -15,12 +15,11 @@ back to its processor.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from typing import Protocol
 
 from rinha.worker.processors import Outcome, ProcessorClient
-from rinha.worker.queue import Payment
+from rinha.worker.queue import Payment, Waiters
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +230,7 @@ class Router:
         self.burst = max(1.0, 2 * tick_s * max_calls_per_s)
         self.tokens = self.burst
         self.refilled_at = 0.0
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.waiters = Waiters()  # senders holding a payment that has no route yet
         self.fallback_decisions = 0
         self._ticker: asyncio.Task | None = None
 
@@ -276,26 +275,13 @@ class Router:
 
     async def wait(self) -> None:
         """Until something changes that may open a route: a call ends, a state flips, a tick."""
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if not waiter.done():
-                waiter.cancel()
+        await self.waiters.wait()
 
     def wake_one(self) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        self.waiters.wake_one()
 
     def wake_all(self) -> None:
-        waiters, self.waiters = self.waiters, collections.deque()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.waiters.wake_all()
 
     async def _tick(self) -> None:
         """Time alone changes routes (probe due, budget spent, a call running long): look again."""
