@@ -14,6 +14,7 @@ import httptools
 import orjson
 import pytest
 import uvloop
+from fakes import FakeTransport
 
 from rinha.http import responses
 from rinha.http.protocol import MAX_PIPELINED, HttpProtocol, Limits, ServerState
@@ -73,61 +74,6 @@ class EchoApp:
 
     def paths(self) -> list[bytes]:
         return [call[1] for call in self.calls]
-
-
-class FakeTransport:
-    """Records what the protocol does to its transport; never touches a socket."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-        self.reading_paused = False
-        self.pause_calls = 0
-        self.resume_calls = 0
-        self.writes_after_close = 0
-        self.changed = asyncio.Event()
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.writes)
-
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            # asyncio and uvloop both drop a write made after close(); count it, keep it out.
-            self.writes_after_close += 1
-            return
-        self.writes.append(bytes(data))
-        self.changed.set()
-
-    def writelines(self, lines) -> None:
-        self.write(b"".join(lines))
-
-    def close(self) -> None:
-        self.closed = True
-        self.changed.set()
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        assert not self.reading_paused, "pause_reading called twice in a row"
-        self.reading_paused = True
-        self.pause_calls += 1
-
-    def resume_reading(self) -> None:
-        assert self.reading_paused, "resume_reading called while reading was not paused"
-        self.reading_paused = False
-        self.resume_calls += 1
-
-    def get_extra_info(self, name, default=None):
-        return default
-
-    async def until(self, predicate, timeout: float = 2.0) -> None:
-        """Waits (on transport activity, not on a clock) until `predicate()` holds."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 class Collected:
