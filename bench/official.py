@@ -31,7 +31,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+from floor import render_floor_conf  # noqa: E402
 from linkproxy import LinkProxy  # noqa: E402
+import pyspy  # noqa: E402
 from procstat import usage  # noqa: E402
 
 from rinha.config import StackConfig, build  # noqa: E402
@@ -40,6 +42,9 @@ from rinha.stack.launcher import Stack, StackError  # noqa: E402
 # The contest's budget for everything we deploy (SPEC.md section 5); emulators are not ours.
 CPU_BUDGET = 1.5
 MEMORY_BUDGET_MB = 350
+# What we hold ourselves to: half of it, so a slower machine still has room.
+CPU_TARGET = 0.75
+MEMORY_TARGET_MB = 150
 OUR_PROCESSES = ("nginx", "api1", "api2", "worker")
 DRILLS = {
     "worker-kill": "kill -9 the worker, restart it 1 s later",
@@ -95,6 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a crash drill at a random moment of the run: " + "; ".join(f"{k}: {v}" for k, v in DRILLS.items()))
     parser.add_argument("--ack-mode", action="store_true", help="API nodes answer POST only once the worker has the payment")
     parser.add_argument("--seed", type=int, default=None, help="seed of the drill's random moment")
+    parser.add_argument("--floor", action="store_true",
+                        help="the latency floor: NGINX answers every route itself, nothing behind it (bench/floor.py)")
+    parser.add_argument("--profile", action="store_true",
+                        help="record py-spy profiles of api1, api2 and the worker during the k6 run (bench/pyspy.py)")
     parser.add_argument("--show-logs", action="store_true", help="stream the processes' logs to the terminal too")
     return parser.parse_args(argv)
 
@@ -154,6 +163,8 @@ def stored_ids(stack: Stack) -> list[set[str]] | None:
 def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Namespace, died: list[str],
               doubles: int | None, lost: int | None) -> str:
     r = result["rinha"]
+    if args.floor:
+        return floor_scorecard(r, processes, wall_s, args)
     total_requests = r["default_requests"] + r["fallback_requests"]
     default_share = 100 * r["default_requests"] / total_requests if total_requests else 0.0
     lines = [
@@ -181,10 +192,26 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
         lines.append(f"{name:<10}{cpu:>9.2f}{cpu / wall_s:>8.3f}{rss:>13.1f}")
     lines.append(f"{'total':<10}{cpu_total:>9.2f}{cpu_total / wall_s:>8.3f}{rss_total:>13.1f}"
                  f"   budget {CPU_BUDGET} CPU/s, {MEMORY_BUDGET_MB} MB")
+    within = cpu_total / wall_s <= CPU_TARGET and rss_total <= MEMORY_TARGET_MB
+    lines.append(f"{'target':<10}{'':>9}{CPU_TARGET:>8.3f}{MEMORY_TARGET_MB:>13.1f}"
+                 f"   half the budget: {'met' if within else 'MISSED'}")
     lines.append(f"(CPU over the {wall_s:.1f} s of the k6 run; RSS = VmHWM summed per process tree)")
     if died:
         lines.append(f"!!! processes died during the run: {', '.join(died)}")
     return "\n".join(lines)
+
+
+def floor_scorecard(r: dict, processes: dict, wall_s: float, args: argparse.Namespace) -> str:
+    """The floor run's figures that mean something: latency, failures and NGINX's CPU."""
+    nginx = processes["nginx"]
+    return "\n".join([
+        f"== latency floor (NGINX alone, constant answers): schedule {r.get('schedule', args.schedule)}, "
+        f"MAX_REQUESTS={args.max_requests}, {args.duration:g} s ==",
+        f"p99 (p50, p99.9)   {r['p99_ms']:.2f} ms ({r['p50_ms']:.2f}, {r['p999_ms']:.2f})",
+        f"POSTs              {r['posts_ok']} ok, {r['posts_failed']} failed",
+        f"nginx              {nginx['cpu_s']:.2f} CPU s ({nginx['cpu_s'] / wall_s:.3f}/s), "
+        f"peak RSS {nginx['peak_rss_mb']:.1f} MB",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     # `finally` below, so the stack it started is stopped, not orphaned.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: sys.exit(128 + number))
-    out = args.results / time.strftime("%Y%m%d-%H%M%S")
+    out = args.results.resolve() / time.strftime("%Y%m%d-%H%M%S")  # k6 runs in it: no relative paths
     out.mkdir(parents=True, exist_ok=True)
     log_file = (out / "stack.log").open("w", buffering=1)
 
@@ -211,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         proxy = LinkProxy(config.link_port, config.worker_port).start()
     stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy,
                                               "RINHA_API_ACK_MODE": "on" if args.ack_mode else "off"})
+    if args.floor:
+        if args.drill or args.profile:
+            raise SystemExit("--floor has no nodes to drill or profile")
+        stack.with_nodes, stack.render_conf = False, render_floor_conf
+    ours = ("nginx",) if args.floor else OUR_PROCESSES
     print(f"rinha: results in {out}", flush=True)
     try:
         stack.start()
@@ -220,20 +252,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pids = stack.pids()
         first_pids = dict(pids)
-        before = {name: usage(pids[name]) for name in OUR_PROCESSES}
+        before = {name: usage(pids[name]) for name in ours}
         drill = None
         if args.drill:
             drill = Drill(args.drill, stack, proxy, random.Random(args.seed), log)
             drill.start()
+        recorders = pyspy.start(pids, out) if args.profile else []
         started = time.monotonic()
-        k6_code = run_k6(args, out, stack)
+        try:
+            k6_code = run_k6(args, out, stack)
+        finally:
+            pyspy.stop(recorders)
         wall_s = time.monotonic() - started
         if drill is not None:
             drill.cancelled.set()
             drill.join()
         pids = {**pids, **stack.pids()}  # a restarted process counts from its restart
-        after = {name: usage(pids[name]) for name in OUR_PROCESSES}
-        stored = stored_ids(stack)
+        after = {name: usage(pids[name]) for name in ours}
+        stored = None if args.floor else stored_ids(stack)
     finally:
         stack.stop()
         if proxy is not None:
@@ -242,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
     # A process restarted by a drill is counted from its restart.
     processes = {name: {"cpu_s": after[name].cpu_s - (before[name].cpu_s if pids[name] == first_pids[name] else 0.0),
-                        "peak_rss_mb": after[name].peak_rss_mb} for name in OUR_PROCESSES}
+                        "peak_rss_mb": after[name].peak_rss_mb} for name in ours}
     results_path = out / "partial-results.json"
     if not results_path.exists():
         print(f"rinha: k6 exited with {k6_code} and wrote no results", file=sys.stderr)
@@ -253,13 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         doubles = len(stored[0] & stored[1])
         lost = None if args.duplicate_rate else max(result["rinha"]["posts_ok"] - len(stored[0] | stored[1]), 0)
     card = scorecard(result, processes, wall_s, args, stack.died, doubles, lost)
+    if args.profile:
+        card += "\n\n" + pyspy.top(out / "profile-api2.collapsed.txt")
     print("\n" + card)
     (out / "scorecard.txt").write_text(card + "\n")
     (out / "scorecard.json").write_text(json.dumps(
         {"rinha": result["rinha"], "processes": processes, "wall_s": wall_s, "died": stack.died,
          "double_charges": doubles, "lost": lost, "drill": args.drill, "ack_mode": args.ack_mode,
          "drill_at_s": drill.at_s if drill is not None and drill.done_at is not None else None,
-         "policy": args.policy, "duplicate_rate": args.duplicate_rate,
+         "policy": args.policy, "floor": args.floor, "duplicate_rate": args.duplicate_rate,
          "max_requests": args.max_requests, "duration": args.duration, "schedule": args.schedule}, indent=2))
     print(f"rinha: results in {out}", flush=True)
     return 0 if k6_code == 0 and not stack.died else 1

@@ -57,6 +57,10 @@ class Stack:
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     node_log_level: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Off for the latency floor (bench/floor.py): emulators and NGINX only, NGINX answering itself
+    # through the configuration `render_conf` makes of the repo's nginx.conf.
+    with_nodes: bool = True
+    render_conf: Callable[..., str] = render_nginx_conf
     children: list[Child] = field(default_factory=list)
     died: list[str] = field(default_factory=list)
 
@@ -105,19 +109,10 @@ class Stack:
                 self._spawn("default", rinha + ["emulator", "--port", str(cfg.default_port), "--fee", "0.05"])
             if not cfg.fallback_url:
                 self._spawn("fallback", rinha + ["emulator", "--port", str(cfg.fallback_port), "--fee", "0.15"])
-            self._spawn("worker", rinha + ["worker", "--listen", f"127.0.0.1:{cfg.worker_port}",
-                                           "--default-url", self.default_url, "--fallback-url", self.fallback_url,
-                                           "--data-dir", str(self.worker_data_dir), "--log-level", level])
-            link_port = cfg.link_port or cfg.worker_port
-            for n in (1, 2):
-                self._spawn(f"api{n}", rinha + ["api", "--socket", self.socket_path(n), "--name", f"api{n}",
-                                                "--worker", f"127.0.0.1:{link_port}", "--log-level", level])
-            self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.worker_port), None), "worker")
-            for n in (1, 2):
-                self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
-                                 f"api{n}")
+            if self.with_nodes:
+                self._start_nodes(rinha, level)
             conf = self.run_dir / "nginx.conf"
-            conf.write_text(render_nginx_conf(REPO_NGINX_CONF.read_text(), port=cfg.port, socket_dir=str(self.run_dir)))
+            conf.write_text(self.render_conf(REPO_NGINX_CONF.read_text(), port=cfg.port, socket_dir=str(self.run_dir)))
             self._spawn("nginx", [cfg.nginx, "-c", str(conf), "-e", "stderr",
                                   "-g", f"daemon off; pid {self.run_dir / 'nginx.pid'};"])
             if not cfg.default_url:
@@ -128,8 +123,10 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-        self.log(f"[stack] up: http://127.0.0.1:{cfg.port} -> {self.socket_path(1)}, {self.socket_path(2)} "
-                 f"-> worker 127.0.0.1:{cfg.worker_port} -> default {self.default_url}, fallback {self.fallback_url}")
+        behind = (f"{self.socket_path(1)}, {self.socket_path(2)} -> worker 127.0.0.1:{cfg.worker_port}"
+                  if self.with_nodes else "NGINX's own constant answers (the latency floor)")
+        self.log(f"[stack] up: http://127.0.0.1:{cfg.port} -> {behind}; "
+                 f"default {self.default_url}, fallback {self.fallback_url}")
         return self
 
     def stop(self) -> None:
@@ -173,6 +170,21 @@ class Stack:
 
     # Internals
 
+    def _start_nodes(self, rinha: list[str], level: str) -> None:
+        """The worker and the two API nodes, returning once each answers (API nodes: linked)."""
+        cfg = self.config
+        self._spawn("worker", rinha + ["worker", "--listen", f"127.0.0.1:{cfg.worker_port}",
+                                       "--default-url", self.default_url, "--fallback-url", self.fallback_url,
+                                       "--data-dir", str(self.worker_data_dir), "--log-level", level])
+        link_port = cfg.link_port or cfg.worker_port
+        for n in (1, 2):
+            self._spawn(f"api{n}", rinha + ["api", "--socket", self.socket_path(n), "--name", f"api{n}",
+                                            "--worker", f"127.0.0.1:{link_port}", "--log-level", level])
+        self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.worker_port), None), "worker")
+        for n in (1, 2):
+            self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
+                             f"api{n}")
+
     def _check_nginx(self) -> None:
         if subprocess.run(["sh", "-c", f"command -v {self.config.nginx}"], capture_output=True).returncode != 0:
             raise StackError(f"NGINX not found ('{self.config.nginx}'). Install it: apt-get install -y nginx")
@@ -186,6 +198,8 @@ class Stack:
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         child.process = subprocess.Popen(child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        if child.name == "worker" and self.config.worker_nice:
+            _lower_priority(child.process.pid, self.config.worker_nice)
         child.pump = threading.Thread(target=self._pump, args=(child, child.process), daemon=True,
                                       name=f"log-{child.name}")
         child.pump.start()
@@ -219,6 +233,15 @@ def _check_reachable_by_others(directory: Path) -> None:
         if not os.stat(folder).st_mode & 0o001:
             raise StackError(f"{folder} is not searchable by other users, so NGINX's workers could not reach "
                              f"the API sockets in {directory}; choose another --run-dir")
+
+
+def _lower_priority(pid: int, nice: int) -> None:
+    """Nice for the process and, where the kernel groups sessions (autogroup), for its session:
+    every child leads a session of its own, and across sessions only the group's nice counts."""
+    os.setpriority(os.PRIO_PROCESS, pid, nice)
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():
+        autogroup.write_text(str(nice))
 
 
 def _probe_path() -> str:
