@@ -198,9 +198,9 @@ async def test_a_failing_default_moves_the_circuit_and_fallback_metrics_and_each
 async def ask_both_nodes(stack) -> None:
     """A summary through each node's own socket: each sends a frame on its link."""
     for n in (1, 2):
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=stack.socket_path(n))) as session:
-            async with session.get("http://api/payments-summary") as response:
-                assert response.status == 200
+        async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=stack.socket_path(n))) as session,
+                    session.get("http://api/payments-summary") as response):
+            assert response.status == 200
 
 
 async def test_the_link_going_down_and_back_shows_in_metrics_and_logs():
@@ -259,9 +259,10 @@ async def test_the_link_going_down_and_back_shows_in_metrics_and_logs():
 async def test_an_api_node_with_metrics_off_answers_404_on_metrics_and_still_takes_payments():
     folder = tempfile.mkdtemp(prefix="rinha-test-")
     port = free_port()
-    node = subprocess.Popen([sys.executable, "-m", "rinha", "api", "--socket", f"{folder}/a.sock", "--port", str(port),
-                             "--worker", f"127.0.0.1:{free_port()}", "--metrics", "off"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rinha", "api", "--socket", f"{folder}/a.sock", "--port", str(port),
+        "--worker", f"127.0.0.1:{free_port()}", "--metrics", "off",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as session:
             async def up():
@@ -279,10 +280,12 @@ async def test_an_api_node_with_metrics_off_answers_404_on_metrics_and_still_tak
                 assert response.status == 202
     finally:
         node.terminate()
-        node.wait(10)
+        await asyncio.wait_for(node.wait(), 10)
         shutil.rmtree(folder, ignore_errors=True)
-    bad = subprocess.run([sys.executable, "-m", "rinha", "api", "--metrics", "maybe"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "metrics must be on or off" in bad.stderr
+    bad = await asyncio.create_subprocess_exec(sys.executable, "-m", "rinha", "api", "--metrics", "maybe",
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, stderr = await bad.communicate()
+    assert bad.returncode != 0 and b"metrics must be on or off" in stderr
 
 
 async def test_a_worker_whose_metrics_port_is_taken_logs_it_and_serves_the_link_anyway(caplog):
