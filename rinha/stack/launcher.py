@@ -77,6 +77,10 @@ class Stack:
         return self.config.fallback_url or f"http://127.0.0.1:{self.config.fallback_port}"
 
     @property
+    def worker_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.worker_metrics_port}/metrics"
+
+    @property
     def worker_data_dir(self) -> Path:
         return self.run_dir / "worker-data"
 
@@ -126,7 +130,9 @@ class Stack:
         behind = (f"{self.socket_path(1)}, {self.socket_path(2)} -> worker 127.0.0.1:{cfg.worker_port}"
                   if self.with_nodes else "NGINX's own constant answers (the latency floor)")
         self.log(f"[stack] up: http://127.0.0.1:{cfg.port} -> {behind}; "
-                 f"default {self.default_url}, fallback {self.fallback_url}")
+                 f"default {self.default_url}, fallback {self.fallback_url}"
+                 + (f"; metrics: GET /metrics on each API socket (or via :{cfg.port}), {self.worker_metrics_url}"
+                    if self.with_nodes else ""))
         return self
 
     def stop(self) -> None:
@@ -175,6 +181,7 @@ class Stack:
         cfg = self.config
         self._spawn("worker", rinha + ["worker", "--listen", f"127.0.0.1:{cfg.worker_port}",
                                        "--default-url", self.default_url, "--fallback-url", self.fallback_url,
+                                       "--metrics-listen", f"127.0.0.1:{cfg.worker_metrics_port}",
                                        "--data-dir", str(self.worker_data_dir), "--log-level", level])
         link_port = cfg.link_port or cfg.worker_port
         for n in (1, 2):
