@@ -86,7 +86,8 @@ class Drill(threading.Thread):
 class WorkerSampler(threading.Thread):
     """Reads the worker's /metrics every SAMPLE_INTERVAL_S while k6 runs, one JSON line per read:
     {"t": seconds since k6 was launched, "unix": epoch seconds, "<series>": value, ...} with the
-    rinha_* series, or {"t", "unix", "error"} when the read failed (e.g. during a worker drill)."""
+    rinha_* series, or {"t", "unix", "error"} when the read failed (e.g. during a worker drill).
+    One last read when stopped shows where the worker stood once k6 was done."""
 
     def __init__(self, url: str, path: Path, started: float, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         super().__init__(daemon=True, name="worker-sampler")
@@ -115,6 +116,7 @@ class WorkerSampler(threading.Thread):
                 tick += 1
                 # On a fixed grid from the start: one slow read delays one sample, not all later ones.
                 if self.stopping.wait(max(self.started + tick * self.interval_s - time.monotonic(), 0.0)):
+                    out.write(json.dumps(self.sample()) + "\n")
                     return
 
     def stop(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from promtext import ParseError, Sample, parse, series_key  # noqa: E402
+from promtext import ParseError, Sample, parse, series_key
 
 # What a worker's /metrics looks like mid-run (format 0.0.4), with the usual HELP/TYPE lines.
 WORKER_SCRAPE = """\
