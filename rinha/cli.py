@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import sys
 
-from rinha import __version__, config
+from rinha import __version__, config, logs
 
 # Each role's `run(config)` lives in its package; imported lazily so `rinha emulator` does not
 # pay for aiohttp and `rinha stack` starts fast.
@@ -32,10 +30,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = config.build(config.ROLES[args.role], args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {args.role} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    fields = {"role": args.role, "node": settings.name} if args.role == "api" else {"role": args.role}
+    logs.setup(settings.log_level, **fields)
     module = importlib.import_module(ROLE_ENTRY[args.role])
     return module.run(settings) or 0

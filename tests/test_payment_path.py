@@ -200,7 +200,7 @@ async def test_payments_accepted_before_the_worker_ever_started_are_delivered(tm
                 assert response.status == 503  # no worker yet: said plainly, not invented
             spawn("worker", "--listen", f"127.0.0.1:{worker_port}",
                   "--default-url", f"http://127.0.0.1:{processor_port}",
-                  "--fallback-url", f"http://127.0.0.1:{processor_port}")
+                  "--fallback-url", f"http://127.0.0.1:{processor_port}", "--metrics-listen", "")
 
             async def delivered():
                 try:

@@ -10,14 +10,21 @@ unsent payments plus the batches in flight to the worker.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from rinha.link import frames
 from rinha.link.client import LinkClient
 
+log = logging.getLogger(__name__)
+
+# A full buffer refuses every POST; one log line per this many seconds says so, with the count.
+FULL_LOG_INTERVAL_S = 5.0
+
 
 class PaymentBuffer:
     __slots__ = ("loop", "link", "flush_interval_s", "batch_max", "capacity",
-                 "unsent", "unsent_waiters", "unacked", "held", "next_seq", "flush_timer")
+                 "unsent", "unsent_waiters", "unacked", "held", "next_seq", "flush_timer",
+                 "refused", "refused_logged", "full_logged_at")
 
     def __init__(self, *, flush_interval_s: float, batch_max: int, capacity: int) -> None:
         self.loop = asyncio.get_running_loop()
@@ -32,10 +39,14 @@ class PaymentBuffer:
         self.held = 0
         self.next_seq = 1
         self.flush_timer: asyncio.TimerHandle | None = None
+        self.refused = 0                 # payments refused because the buffer was full
+        self.refused_logged = 0          # ... as of the last log line
+        self.full_logged_at = float("-inf")
 
     def add(self, correlation_id: str, cents: int) -> bool:
         """Holds one payment; False when the buffer is full (the caller answers 503)."""
         if self.held >= self.capacity:
+            self._refuse()
             return False
         self.unsent.append((correlation_id, cents))
         self.held += 1
@@ -73,6 +84,16 @@ class PaymentBuffer:
             last = start + self.batch_max >= len(unsent)
             self.unacked[seq] = (frame, len(batch), waiters if last else [])
             link.send(frame)
+
+    def _refuse(self) -> None:
+        self.refused += 1
+        now = self.loop.time()
+        if now - self.full_logged_at >= FULL_LOG_INTERVAL_S:
+            log.warning("payment buffer full: answering 503", extra={
+                "event": "buffer_full", "held": self.held, "capacity": self.capacity,
+                "refused": self.refused - self.refused_logged, "link_up": self.link is not None and self.link.connected})
+            self.full_logged_at = now
+            self.refused_logged = self.refused
 
     def on_ack(self, seq: int) -> None:
         entry = self.unacked.pop(seq, None)

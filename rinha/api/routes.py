@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from rinha.api.buffer import PaymentBuffer
+from rinha.api.metrics import ApiMetrics
 from rinha.api.validation import InvalidInput, parse_payment, parse_summary_query
 from rinha.http import responses
 from rinha.link.client import LinkClient, LinkDown
@@ -27,6 +28,7 @@ ROUTES = {
     b"/payments-summary": b"GET",
     b"/purge-payments": b"POST",
     b"/healthcheck": b"GET",
+    b"/metrics": b"GET",
 }
 METHOD_NOT_ALLOWED = {
     path: responses.json(405, {"error": f"use {method.decode()}"}, extra_headers=b"allow: " + method + b"\r\n")
@@ -35,13 +37,17 @@ METHOD_NOT_ALLOWED = {
 
 
 class ApiApp:
-    __slots__ = ("buffer", "link", "summary_timeout_s", "ack_mode")
+    __slots__ = ("buffer", "link", "summary_timeout_s", "ack_mode", "metrics", "answered")
 
-    def __init__(self, buffer: PaymentBuffer, link: LinkClient, summary_timeout_s: float, ack_mode: bool = False) -> None:
+    def __init__(self, buffer: PaymentBuffer, link: LinkClient, summary_timeout_s: float, ack_mode: bool = False,
+                 metrics: ApiMetrics | None = None) -> None:
         self.buffer = buffer
         self.link = link
         self.summary_timeout_s = summary_timeout_s
         self.ack_mode = ack_mode
+        # Without metrics the protocol finds no `answered` hook and counts nothing.
+        self.metrics = metrics
+        self.answered = metrics.answered if metrics is not None else None
 
     def handle(self, method, path, query, body, headers):
         if path == b"/payments":
@@ -56,7 +62,7 @@ class ApiApp:
                 return BUFFER_FULL if waiter is None else _accepted_once(waiter)
             return ACCEPTED if self.buffer.add(correlation_id, cents) else BUFFER_FULL
         expected = ROUTES.get(path)
-        if expected is None:
+        if expected is None or (path == b"/metrics" and self.metrics is None):
             return NOT_FOUND
         if method != expected:
             return METHOD_NOT_ALLOWED[path]
@@ -68,6 +74,8 @@ class ApiApp:
             return self._ask_worker({"op": "summary", "from": start, "to": end})
         if path == b"/purge-payments":
             return self._ask_worker({"op": "purge"})
+        if path == b"/metrics":
+            return self.metrics.page()
         return HEALTHY_LINKED if self.link.connected else HEALTHY_UNLINKED
 
     async def _ask_worker(self, request: dict) -> bytes:

@@ -7,7 +7,8 @@ import logging
 import os
 
 from rinha.api.buffer import PaymentBuffer
-from rinha.api.routes import ApiApp
+from rinha.api.metrics import ApiMetrics
+from rinha.api.routes import ACCEPTED, ROUTES, ApiApp
 from rinha.config import ApiConfig, split_host_port
 from rinha.http.protocol import HttpProtocol, Limits, ServerState
 from rinha.lifecycle import run_until_signalled
@@ -31,7 +32,8 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
     buffer.link = link
     link.start()
 
-    app = ApiApp(buffer, link, config.summary_timeout_s, ack_mode=config.ack_mode)
+    metrics = (ApiMetrics(buffer, link, routes=ROUTES, accepted=ACCEPTED) if config.metrics == "on" else None)
+    app = ApiApp(buffer, link, config.summary_timeout_s, ack_mode=config.ack_mode, metrics=metrics)
     limits = Limits(max_body_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes,
                     keepalive_timeout_s=config.keepalive_timeout_s, request_timeout_s=config.request_timeout_s,
                     max_connections=config.max_connections)
@@ -50,11 +52,12 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
         os.chmod(config.socket, 0o666)
     if config.port:
         servers.append(await loop.create_server(protocol, "127.0.0.1", config.port, backlog=4096))
-    log.info("%s listening on %s%s", config.name, config.socket,
-             f" and 127.0.0.1:{config.port}" if config.port else "")
+    log.info("API node started", extra={"event": "api_started", "socket": config.socket, "port": config.port or None,
+                                          "worker": config.worker, "metrics": config.metrics,
+                                          "ack_mode": config.ack_mode})
 
     await stop.wait()
-    log.info("%s stopping: %d payments held", config.name, buffer.held)
+    log.info("API node stopping", extra={"event": "api_stopping", "held": buffer.held})
     for server in servers:
         server.close()
     for connection in list(state.connections):
@@ -65,7 +68,8 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.01)
         buffer.flush()
     if buffer.held:
-        log.error("%s stopped with %d payments not acknowledged by the worker", config.name, buffer.held)
+        log.error("API node stopped with payments the worker has not acknowledged",
+                  extra={"event": "api_stopped_with_payments", "held": buffer.held})
     await link.close()
     if config.socket and os.path.exists(config.socket):
         os.unlink(config.socket)

@@ -8,6 +8,12 @@ Hostile clients are bounded by `Limits`: a head over max_header_bytes gets 431 a
 max_body_bytes 413 (a declared Content-Length at once, before any body byte is read); a request
 still incomplete after request_timeout_s gets 408; past max_connections a new connection gets 503.
 Each of these answers closes the connection, and nothing the client sent after it is served.
+
+An app that wants to count what it answered has an `answered(path, answer, began)` attribute
+(None: not counting); it is looked up once per connection, as httptools looks up its callbacks,
+and called once the answer is handed to the transport, `began` being the `time.perf_counter()`
+of the request's first byte. An answer that waits (for the worker, or behind a pipelined one)
+is counted when it is ready.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Protocol, Union
+from time import perf_counter
+from typing import Awaitable, Callable, Protocol, Union
 
 import httptools
 
@@ -82,9 +89,10 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         # Per-connection state
         "app", "limits", "state", "loop", "transport", "parser", "pending", "last_active",
-        "idle_timer", "reading_paused", "writing_paused", "closing",
+        "idle_timer", "reading_paused", "writing_paused", "closing", "answered",
         # Per-request state
         "url", "body", "body_size", "head_size", "headers", "message_done", "request_start", "open_read",
+        "began",
     )
 
     def __init__(self, app: HttpApp, limits: Limits, state: ServerState) -> None:
@@ -101,6 +109,7 @@ class HttpProtocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.closing = False
+        self.answered: Callable[[bytes, bytes, float], None] | None = getattr(app, "answered", None)
         self.url = b""
         self.body: list[bytes] = []
         self.body_size = 0
@@ -111,6 +120,9 @@ class HttpProtocol(asyncio.Protocol):
         self.request_start = 0.0
         # Bytes of later reads that ended with the request still open (-1: it began in this read).
         self.open_read = -1
+        # perf_counter() at the request's first byte, taken only for an app that counts: uvloop's
+        # loop.time() has millisecond resolution, too coarse for answers of a few microseconds.
+        self.began = 0.0
 
     # asyncio callbacks
 
@@ -191,6 +203,8 @@ class HttpProtocol(asyncio.Protocol):
         # The time of the read this request began in: the deadline costs no extra clock call.
         self.request_start = self.last_active
         self.open_read = -1
+        if self.answered is not None:
+            self.began = perf_counter()
         if self.limits.keep_headers:
             self.headers = {}
 
@@ -240,11 +254,19 @@ class HttpProtocol(asyncio.Protocol):
                 # upstream connection, would read it as the start of the next answer.
                 answer = _head_only(answer)
         keep_alive = self.parser.should_keep_alive()
+        answered = self.answered
         if type(answer) is bytes and not self.pending:
             self.transport.write(answer)  # the hot path: one write, nothing queued
+            if answered is not None:
+                answered(path, answer, self.began)
             if not keep_alive or answer is responses.INTERNAL_ERROR_CLOSE:
                 self._close()
             return
+        if answered is not None:
+            if type(answer) is bytes:
+                answered(path, answer, self.began)  # a pipelined answer: written after those before it
+            else:
+                answer = _observed(answer, path, self.began, answered)
         self._queue(answer, keep_alive)
 
     # Pipelined and asynchronous answers
@@ -302,6 +324,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.closing:
             return  # the connection already ends after the answers owed; nothing more is read
         self.closing = True
+        if self.answered is not None:
+            # Between requests `url` is the last one's: this refusal has no path of its own.
+            self.answered(b"" if self.message_done else self.url.partition(b"?")[0], answer, self.began)
         if self.pending:
             self.pending.append(answer)
             self.pending.append(None)
@@ -391,6 +416,13 @@ def _head_only(answer: Response) -> Response:
 
 async def _head_only_later(answer: Awaitable[bytes]) -> bytes:
     return _head_only(await answer)  # an exception propagates to _resolve, which answers 500
+
+
+async def _observed(answer: Awaitable[bytes], path: bytes, began: float,
+                    answered: Callable[[bytes, bytes, float], None]) -> bytes:
+    result = await _resolve(answer)
+    answered(path, result, began)
+    return result
 
 
 async def _resolve(answer: Awaitable[bytes]) -> bytes:

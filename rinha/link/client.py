@@ -85,6 +85,8 @@ class LinkClient:
     async def _keep_connected(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = FIRST_BACKOFF_S
+        worker = f"{self.host}:{self.port}"
+        lost_at: float | None = None  # loop time the link was last lost; None before it was ever up
         while True:
             try:
                 transport, _ = await loop.create_connection(lambda: _LinkProtocol(self), self.host, self.port)
@@ -94,7 +96,8 @@ class LinkClient:
                     transport.abort()
                     raise ConnectionRefusedError("connected to itself: nothing listens there")
             except OSError as exc:
-                log.debug("link to %s:%s refused (%s); retry in %.0f ms", self.host, self.port, exc, backoff * 1e3)
+                log.debug("link to worker refused", extra={"worker": worker, "error": repr(exc),
+                                                           "retry_ms": round(backoff * 1e3)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
@@ -102,10 +105,18 @@ class LinkClient:
             self._proven = False
             self.transport = transport
             self._up.set()
-            log.info("link to worker %s:%s up", self.host, self.port)
+            if lost_at is None:
+                log.info("link to worker up", extra={"event": "link_up", "worker": worker})
+            else:
+                log.info("link to worker restored", extra={"event": "link_restored", "worker": worker,
+                                                            "down_s": round(loop.time() - lost_at, 3),
+                                                            "reconnects": self.reconnects})
             self.on_connected()
             await self._lost
+            lost_at = loop.time()
             self.reconnects += 1
+            log.warning("link to worker lost; reconnecting", extra={"event": "link_lost", "worker": worker,
+                                                                     "proven": self._proven})
             if self._proven:
                 backoff = FIRST_BACKOFF_S
             else:
@@ -113,7 +124,6 @@ class LinkClient:
                 # or a peer that accepts and closes would have us reconnect in a tight loop.
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
-            log.warning("link to worker %s:%s lost; reconnecting", self.host, self.port)
 
     # Called by _LinkProtocol
 
@@ -152,7 +162,7 @@ class _LinkProtocol(asyncio.Protocol):
             for kind, payload in self.decoder.feed(data):
                 self.client._frame_received(kind, payload)
         except (frames.FrameError, KeyError, TypeError) as exc:
-            log.error("bad frame from worker (%s); dropping the link", exc)
+            log.error("bad frame from worker; dropping the link", extra={"event": "bad_frame", "error": repr(exc)})
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

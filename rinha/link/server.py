@@ -22,7 +22,7 @@ class LinkHandler(Protocol):
 
 
 class LinkServerProtocol(asyncio.Protocol):
-    __slots__ = ("handler", "decoder", "transport", "tasks", "peer")
+    __slots__ = ("handler", "decoder", "transport", "tasks", "peer", "spoke")
 
     def __init__(self, handler: LinkHandler) -> None:
         self.handler = handler
@@ -30,18 +30,25 @@ class LinkServerProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.tasks: set[asyncio.Task] = set()
         self.peer = None
+        # A connection is logged as an API node once it sends a byte: health probes (the launcher's,
+        # Docker's HEALTHCHECK every 5 s) connect and leave without a word, and are not news.
+        self.spoke = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
-        log.info("API node connected from %s", self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        log.info("API node %s disconnected", self.peer)
+        if self.spoke:
+            log.warning("API node disconnected", extra={"event": "node_disconnected", "peer": _address(self.peer),
+                                                        "error": repr(exc) if exc else None})
         for task in self.tasks:
             task.cancel()
 
     def data_received(self, data: bytes) -> None:
+        if not self.spoke:
+            self.spoke = True
+            log.info("API node connected", extra={"event": "node_connected", "peer": _address(self.peer)})
         try:
             for kind, payload in self.decoder.feed(data):
                 if kind == frames.BATCH:
@@ -56,7 +63,8 @@ class LinkServerProtocol(asyncio.Protocol):
                 else:
                     raise frames.FrameError(f"unexpected frame kind {kind} from an API node")
         except (frames.FrameError, KeyError, TypeError, ValueError) as exc:
-            log.error("bad frame from %s (%s); dropping the connection", self.peer, exc)
+            log.error("bad frame from an API node; dropping the connection",
+                      extra={"event": "bad_frame", "peer": _address(self.peer), "error": repr(exc)})
             self.transport.close()
 
     def _spawn(self, coroutine) -> None:
@@ -73,7 +81,11 @@ class LinkServerProtocol(asyncio.Protocol):
         try:
             status, body = await self.handler.answer(request)
         except Exception:
-            log.exception("request %r failed", request)
+            log.exception("request from an API node failed", extra={"request": request})
             status, body = 500, {"error": "worker failed to answer"}
         if not self.transport.is_closing():
             self.transport.write(frames.encode(frames.REPLY, {"id": request.get("id"), "status": status, "body": body}))
+
+
+def _address(peer) -> str:
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)

@@ -73,6 +73,10 @@ class Stack:
         return self.config.fallback_url or f"http://127.0.0.1:{self.config.fallback_port}"
 
     @property
+    def worker_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.worker_metrics_port}/metrics"
+
+    @property
     def worker_data_dir(self) -> Path:
         return self.run_dir / "worker-data"
 
@@ -107,6 +111,7 @@ class Stack:
                 self._spawn("fallback", rinha + ["emulator", "--port", str(cfg.fallback_port), "--fee", "0.15"])
             self._spawn("worker", rinha + ["worker", "--listen", f"127.0.0.1:{cfg.worker_port}",
                                            "--default-url", self.default_url, "--fallback-url", self.fallback_url,
+                                           "--metrics-listen", f"127.0.0.1:{cfg.worker_metrics_port}",
                                            "--data-dir", str(self.worker_data_dir), "--log-level", level])
             link_port = cfg.link_port or cfg.worker_port
             for n in (1, 2):
@@ -129,7 +134,8 @@ class Stack:
             self.stop()
             raise
         self.log(f"[stack] up: http://127.0.0.1:{cfg.port} -> {self.socket_path(1)}, {self.socket_path(2)} "
-                 f"-> worker 127.0.0.1:{cfg.worker_port} -> default {self.default_url}, fallback {self.fallback_url}")
+                 f"-> worker 127.0.0.1:{cfg.worker_port} -> default {self.default_url}, fallback {self.fallback_url}; "
+                 f"metrics: GET /metrics on each API socket (or via :{cfg.port}), {self.worker_metrics_url}")
         return self
 
     def stop(self) -> None:

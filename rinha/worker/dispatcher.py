@@ -14,6 +14,7 @@ import logging
 from rinha import clock
 from rinha.worker.journal import Journal, NullJournal
 from rinha.worker.ledger import Ledger
+from rinha.worker.metrics import CallMeters
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import Router
 
@@ -22,12 +23,13 @@ log = logging.getLogger(__name__)
 
 class Dispatcher:
     def __init__(self, queue: PaymentQueue, router: Router, ledger: Ledger, *, senders: int,
-                 journal: Journal | NullJournal | None = None) -> None:
+                 journal: Journal | NullJournal | None = None, call_meters: dict[str, CallMeters] | None = None) -> None:
         self.queue = queue
         self.router = router
         self.ledger = ledger
         self.senders = senders
         self.journal = journal or NullJournal()
+        self.call_meters = call_meters    # by processor name; None counts nothing
         self.held: set[Payment] = set()     # taken off the queue by a sender, not yet recorded
         # What the ledger holds, by correlationId: (processor, requestedAt ms, cents).
         self.done: dict[str, tuple[str, int, int]] = {}
@@ -50,6 +52,7 @@ class Dispatcher:
     async def _sender(self) -> None:
         loop = asyncio.get_running_loop()
         router = self.router
+        meters = self.call_meters
         while True:
             payment = await self.queue.get()
             self.held.add(payment)
@@ -65,6 +68,8 @@ class Dispatcher:
             payment.attempts += 1
             view.started(payment, loop.time())
             outcome, elapsed = await view.client.pay(payment, view.timeout_s())
+            if meters is not None:
+                meters[view.name].ended(outcome, elapsed)
             router.finished(view, payment, outcome, elapsed, loop.time())
             self.held.discard(payment)
             if outcome.stored:

@@ -30,6 +30,7 @@ class HealthPoller:
         self.on_report = on_report
         self.polls = 0
         self.refusals = 0  # 429s seen: should stay 0
+        self.reachable: bool | None = None  # as of the last poll; a change is logged, not every poll
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -53,7 +54,7 @@ class HealthPoller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the poller die: the router just keeps its last view
-                log.warning("%s health poll failed: %r", self.name, exc)
+                log.warning("health poll failed", extra={"processor": self.name, "error": repr(exc)})
             await asyncio.sleep(max(0.0, started + wait_s - loop.time()))
 
     async def poll_once(self) -> float:
@@ -65,14 +66,22 @@ class HealthPoller:
                 if response.status == 429:
                     self.refusals += 1
                     retry_after = response.headers.get("Retry-After", "")
-                    log.warning("%s health answered 429 (Retry-After %s)", self.name, retry_after or "?")
+                    log.warning("health check answered 429", extra={"event": "health_refused", "processor": self.name,
+                                                                    "retry_after": retry_after or None})
                     return float(retry_after) + 0.05 if retry_after.replace(".", "", 1).isdigit() else self.interval_s
                 if response.status != 200:
-                    log.warning("%s health answered %d", self.name, response.status)
+                    log.warning("health check answered an error", extra={"processor": self.name,
+                                                                         "status": response.status})
                     return 0.0
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            log.info("%s health unreachable: %r", self.name, exc)
+            if self.reachable is not False:
+                log.warning("health check unreachable", extra={"event": "health_unreachable",
+                                                               "processor": self.name, "error": repr(exc)})
+            self.reachable = False
             return 0.0
+        if self.reachable is False:
+            log.info("health check reachable again", extra={"event": "health_reachable", "processor": self.name})
+        self.reachable = True
         report = orjson.loads(body)
         self.on_report(bool(report["failing"]), int(report["minResponseTime"]))
         return 0.0

@@ -108,11 +108,14 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         state = replay(self.path)
         if state.torn_tail:
-            log.warning("journal %s ended in a torn record (a crash mid-write); it is dropped", self.path)
+            log.warning("journal ended in a torn record (a crash mid-write); it is dropped",
+                        extra={"event": "journal_torn_tail", "path": str(self.path)})
         # Start from a compacted copy: it also drops a torn tail.
         self._rewrite(state)
-        log.info("journal %s: replayed %d records: %d payments owed (%d pinned), %d stored", self.path,
-                 state.records, len(state.owed), sum(1 for p in state.owed if p.processor), len(state.stored))
+        log.info("journal replayed", extra={"event": "journal_replayed", "path": str(self.path),
+                                            "records": state.records, "owed": len(state.owed),
+                                            "pinned": sum(1 for p in state.owed if p.processor),
+                                            "stored": len(state.stored)})
         if self.fsync == "interval":
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_every_interval())
         return state
@@ -202,7 +205,8 @@ class Journal:
         """Rewrites the journal as the fewest records that give back the present state."""
         before = self.size
         self._rewrite(Replayed(owed=owed, stored=stored))
-        log.info("journal compacted: %d -> %d bytes", before, self.size)
+        log.info("journal compacted", extra={"event": "journal_compacted", "bytes_before": before,
+                                             "bytes_after": self.size})
 
     def _rewrite(self, state: Replayed) -> None:
         lines = []

@@ -83,7 +83,8 @@ class ProcessorClient:
         except aiohttp.ClientConnectorError:
             return Outcome.UNREACHABLE, time.monotonic() - started
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            log.debug("%s: call for %s ended without an answer: %r", self.name, payment.correlation_id, exc)
+            log.debug("call ended without an answer", extra={"processor": self.name,
+                                                              "correlation_id": payment.correlation_id, "error": repr(exc)})
             return Outcome.UNKNOWN, time.monotonic() - started
         elapsed = time.monotonic() - started
         if status < 300:
@@ -92,5 +93,6 @@ class ProcessorClient:
             return Outcome.DUPLICATE, elapsed
         if status >= 500 or status == 429:
             return Outcome.FAILED, elapsed
-        log.error("%s answered %d to payment %s", self.name, status, payment.correlation_id)
+        log.error("processor rejected a payment", extra={"event": "payment_rejected", "processor": self.name,
+                                                         "status": status, "correlation_id": payment.correlation_id})
         return Outcome.REJECTED, elapsed

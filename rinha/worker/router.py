@@ -51,6 +51,7 @@ class ProcessorView:
         self.next_probe_at = 0.0
         self.probes: set[Payment] = set()
         self.probe_granted = False  # admit() said yes to a probe; started() files the payment as one
+        self.probed = False         # a probe has gone out since the circuit opened (it is half-open)
         # Latency, as announced and as seen
         self.health_failing: bool | None = None
         self.health_min_s = 0.0
@@ -88,6 +89,9 @@ class ProcessorView:
         if self.probe_granted:
             self.probe_granted = False
             self.probes.add(payment)
+            if not self.probed:  # one line per outage, not one per probe
+                self.probed = True
+                log.info("circuit half-open: probing", extra={"event": "circuit_half_open", "processor": self.name})
 
     def finished(self, payment: Payment, outcome: Outcome, elapsed_s: float, now: float) -> bool:
         """Records a call's end; True when the circuit changed state."""
@@ -115,7 +119,20 @@ class ProcessorView:
             return True
         return False
 
+    def circuit_state(self) -> int:
+        """0 closed; 1 open with a probe in flight (half-open); 2 open, waiting for the next probe."""
+        if not self.open:
+            return 0
+        return 1 if self.probes else 2
+
     def health_report(self, failing: bool, min_response_ms: int, now: float) -> None:
+        if failing != self.health_failing:
+            if failing:
+                log.warning("processor marked down by its health check", extra={
+                    "event": "processor_down", "processor": self.name, "min_response_ms": min_response_ms})
+            else:
+                log.info("processor marked up by its health check", extra={
+                    "event": "processor_up", "processor": self.name, "min_response_ms": min_response_ms})
         self.health_failing = failing
         self.health_min_s = min_response_ms / 1000
         # An announcement is fresher than the average of calls we may have stopped making.
@@ -133,7 +150,12 @@ class ProcessorView:
         changed = slow != self.slow
         if changed:
             self.slow = slow
-            log.warning("%s is %s", self.name, "slow: holding new payments" if slow else "fast again")
+            if slow:
+                log.warning("processor slow: holding new payments", extra={
+                    "event": "processor_slow", "processor": self.name, "latency_ms": round(self.latency_s * 1e3, 1),
+                    "announced_ms": round(self.health_min_s * 1e3), "oldest_call_ms": round((now - oldest) * 1e3)})
+            else:
+                log.info("processor fast again", extra={"event": "processor_fast", "processor": self.name})
         usable = not self.open and not self.slow
         if usable and self.out_since is not None:
             self.out_since = None
@@ -143,14 +165,15 @@ class ProcessorView:
 
     def _open(self, now: float, why: str) -> None:
         self.open = True
+        self.probed = False
         self.next_probe_at = now + self.probe_interval_s
-        log.warning("%s circuit opened: %s", self.name, why)
+        log.warning("circuit opened", extra={"event": "circuit_opened", "processor": self.name, "reason": why})
 
     def _close(self, now: float, why: str) -> None:
         self.open = False
         self.failures = 0
         self.limit = min(self.max_in_flight, RESTART_LIMIT)
-        log.warning("%s circuit closed: %s", self.name, why)
+        log.info("circuit closed", extra={"event": "circuit_closed", "processor": self.name, "reason": why})
 
 
 class Policy(Protocol):
@@ -231,7 +254,11 @@ class Router:
         self.tokens = self.burst
         self.refilled_at = 0.0
         self.waiters = Waiters()  # senders holding a payment that has no route yet
-        self.fallback_decisions = 0
+        self.fallback_decisions = 0   # payments the policy sent to fallback, ever
+        # The current run of policy decisions: on fallback or not, and how many it holds. A line
+        # is logged when a run changes side, never per payment.
+        self.on_fallback = False
+        self.run_length = 0
         self._ticker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -255,9 +282,28 @@ class Router:
             view = self.policy.choose(self.default, self.fallback, now)
             if view is self.fallback:
                 self.fallback_decisions += 1
+                if not self.on_fallback:
+                    self._switch_run(True, now)
+                self.run_length += 1
+            elif view is not None and not view.probe_granted:
+                # A probe of an open default is no return to it: the fallback run goes on.
+                if self.on_fallback:
+                    self._switch_run(False, now)
+                self.run_length += 1
         if view is not None and self.max_calls_per_s:
             self.tokens -= 1
         return view
+
+    def _switch_run(self, to_fallback: bool, now: float) -> None:
+        if to_fallback:
+            log.warning("payments going to fallback", extra={
+                "event": "fallback_in_use", "default_before": self.run_length,
+                "default_out_s": round(self.default.out_for(now), 3),
+                "policy": self.policy.name})
+        else:
+            log.info("payments back on default", extra={"event": "fallback_ended", "fallback_payments": self.run_length})
+        self.on_fallback = to_fallback
+        self.run_length = 0
 
     def finished(self, view: ProcessorView, payment: Payment, outcome: Outcome, elapsed_s: float, now: float) -> None:
         if view.finished(payment, outcome, elapsed_s, now):

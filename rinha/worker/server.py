@@ -12,6 +12,7 @@ from rinha.worker.dispatcher import Dispatcher
 from rinha.worker.health import HealthPoller
 from rinha.worker.journal import Journal, NullJournal
 from rinha.worker.ledger import Ledger
+from rinha.worker.metrics import MetricsServer, WorkerMetrics
 from rinha.worker.processors import ProcessorClient
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import ProcessorView, Router, make_policy
@@ -43,20 +44,28 @@ class Worker:
                                     interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
                                     on_report=lambda failing, ms, name=client.name: self.router.health_report(name, failing, ms))
                        for client in self.clients]
+        # Counted in accept(); read by the metrics at scrape time.
+        self.accepted = 0
+        self.duplicates = 0
+        self.metrics = WorkerMetrics(self)
         self.journal = (Journal(config.data_dir, fsync=config.fsync, fsync_interval_ms=config.fsync_interval_ms,
                                 compact_bytes=int(config.compact_mb * 1024 * 1024))
                         if config.data_dir else NullJournal())
         self.dispatcher = Dispatcher(self.queue, self.router, self.ledger, senders=config.senders,
-                                     journal=self.journal)
+                                     journal=self.journal, call_meters=self.metrics.calls)
         # Every correlationId accepted and not purged: queued, in flight or recorded.
         self.seen: set[str] = set()
         self._compactor: asyncio.Task | None = None
 
     async def start(self) -> None:
         if not self.config.data_dir:
-            log.warning("no --data-dir: the queue and the ledger live in memory only; a crash loses them")
+            log.warning("no --data-dir: the queue and the ledger live in memory only; a crash loses them",
+                        extra={"event": "journal_off"})
         self.restore()
         if self.config.data_dir:
+            log.info("worker restored", extra={"event": "worker_restored", "owed": len(self.queue),
+                                               "pinned": sum(1 for p in self.queue if p.processor),
+                                               "stored": len(self.dispatcher.done)})
             self._compactor = asyncio.get_running_loop().create_task(self._compact_when_large())
         for client in self.clients:
             await client.start()
@@ -95,9 +104,9 @@ class Worker:
             await client.close()
         await self.journal.close()
         if len(self.queue):
-            log.log(logging.INFO if self.config.data_dir else logging.ERROR,
-                    "stopping with %d payments not yet paid%s", len(self.queue),
-                    " (kept in the journal)" if self.config.data_dir else "")
+            log.log(logging.INFO if self.config.data_dir else logging.ERROR, "worker stopped with payments not yet paid",
+                    extra={"event": "worker_stopped_owing", "owed": len(self.queue),
+                           "kept_in_journal": bool(self.config.data_dir)})
 
     # LinkHandler
 
@@ -110,6 +119,8 @@ class Worker:
                 continue  # a resent batch, or the same payment posted twice: charge once
             seen.add(correlation_id)
             fresh.append(Payment(correlation_id, cents))
+        self.accepted += len(fresh)
+        self.duplicates += len(payments) - len(fresh)
         if fresh:
             self.journal.accepted(fresh)
             for payment in fresh:
@@ -138,12 +149,20 @@ class Worker:
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     worker = Worker(config)
     await worker.start()
+    # Before the link: once the link port answers (the launcher's and the HEALTHCHECK's sign of
+    # life), so do the metrics.
+    metrics = MetricsServer(worker.metrics.registry, config.metrics_listen) if config.metrics_listen else None
+    metrics_up = metrics is not None and await metrics.start()
     host, port = split_host_port(config.listen)
     server = await asyncio.get_running_loop().create_server(lambda: LinkServerProtocol(worker), host, port)
-    log.info("worker listening on %s:%d; default=%s fallback=%s policy=%s", host, port, config.default_url,
-             config.fallback_url, config.policy)
+    log.info("worker started", extra={"event": "worker_started", "listen": f"{host}:{port}",
+                                      "metrics_listen": config.metrics_listen if metrics_up else None,
+                                      "default_url": config.default_url, "fallback_url": config.fallback_url,
+                                      "policy": config.policy, "data_dir": config.data_dir or None})
     await stop.wait()
     server.close()
+    if metrics is not None:
+        metrics.close()
     await worker.stop()
 
 

@@ -1,0 +1,145 @@
+"""Metrics in the Prometheus text exposition format (version 0.0.4), without a dependency.
+
+Why not prometheus_client: it takes a lock and looks a child up by its label tuple on every
+increment, and the API node answers a payment in tens of microseconds. Here a child is resolved
+once, up front (`family.labels(...)`), and counting is plain arithmetic on it (`child.value += 1`,
+`histogram.observe(s)`); nothing is formatted until a scrape. A value the code keeps anyway (a
+queue's length, a counter on the router) is read by a callable at scrape time instead of being
+counted twice. One event loop per process, so no locks.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class Value:
+    """One sample of a counter or a gauge: add to `value`, or give `fn` to read at scrape time."""
+
+    __slots__ = ("value", "fn")
+
+    def __init__(self) -> None:
+        self.value: float = 0
+        self.fn: Callable[[], float] | None = None
+
+    def read(self) -> float:
+        return self.fn() if self.fn is not None else self.value
+
+
+class HistogramValue:
+    """Counts per bucket (not cumulative: one add per observation) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (`le`, less or equal).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class Family:
+    """A metric name with its HELP, TYPE and label names; one child per label-value combination."""
+
+    __slots__ = ("name", "help", "kind", "labelnames", "children", "buckets")
+
+    def __init__(self, name: str, help: str, kind: str, labelnames: tuple[str, ...],
+                 buckets: tuple[float, ...] = ()) -> None:
+        self.name = name
+        self.help = help
+        self.kind = kind
+        self.labelnames = labelnames
+        self.buckets = buckets
+        self.children: dict[tuple[str, ...], Value | HistogramValue] = {}
+        if not labelnames:
+            self.labels()  # an unlabelled metric shows 0 before its first increment
+
+    def labels(self, *values: object):
+        """The child for these label values, created on first use. Call it once and keep the child:
+        this is the lookup the hot path must not pay for."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
+        key = tuple(str(value) for value in values)
+        child = self.children.get(key)
+        if child is None:
+            child = HistogramValue(self.buckets) if self.kind == "histogram" else Value()
+            self.children[key] = child
+        return child
+
+    def render(self, out: list[str]) -> None:
+        out.append(f"# HELP {self.name} {_escape_help(self.help)}")
+        out.append(f"# TYPE {self.name} {self.kind}")
+        for key, child in self.children.items():
+            pairs = [f'{name}="{_escape_label(value)}"' for name, value in zip(self.labelnames, key)]
+            if type(child) is Value:
+                out.append(f"{self.name}{_braces(pairs)} {_number(child.read())}")
+                continue
+            cumulative = 0
+            for bound, count in zip((*child.bounds, math.inf), child.counts):
+                cumulative += count
+                le = f'le="{_number(bound)}"'
+                out.append(f"{self.name}_bucket{_braces([*pairs, le])} {cumulative}")
+            out.append(f"{self.name}_sum{_braces(pairs)} {_number(child.sum)}")
+            out.append(f"{self.name}_count{_braces(pairs)} {cumulative}")
+
+
+class Registry:
+    """The metrics of one process, rendered in registration order."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, Family] = {}
+
+    def counter(self, name: str, help: str, labels: Iterable[str] = (), fn: Callable[[], float] | None = None) -> Family:
+        return self._add(Family(name, help, "counter", tuple(labels)), fn)
+
+    def gauge(self, name: str, help: str, labels: Iterable[str] = (), fn: Callable[[], float] | None = None) -> Family:
+        return self._add(Family(name, help, "gauge", tuple(labels)), fn)
+
+    def histogram(self, name: str, help: str, buckets: Iterable[float], labels: Iterable[str] = ()) -> Family:
+        bounds = tuple(sorted(float(b) for b in buckets if not math.isinf(b)))
+        return self._add(Family(name, help, "histogram", tuple(labels), bounds), None)
+
+    def _add(self, family: Family, fn: Callable[[], float] | None) -> Family:
+        if family.name in self.families:
+            raise ValueError(f"metric {family.name} registered twice")
+        if fn is not None:
+            family.labels().fn = fn  # only an unlabelled family takes `fn` here
+        self.families[family.name] = family
+        return family
+
+    def render(self) -> bytes:
+        out: list[str] = []
+        for family in self.families.values():
+            family.render(out)
+        out.append("")
+        return "\n".join(out).encode()
+
+
+def _number(value: float) -> str:
+    if type(value) is int or type(value) is bool:
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _braces(pairs: list[str]) -> str:
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")

@@ -1,0 +1,138 @@
+"""The worker's metrics, and the small HTTP server that answers `GET /metrics` (--metrics-listen).
+
+Most values are read at scrape time from what the worker keeps anyway (the queue, the calls in
+flight, each circuit, the ledger, counters on the router and the worker). Only the calls'
+outcomes and durations are counted as they happen: by the dispatcher, once per call, on
+children resolved here up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from rinha.config import split_host_port
+from rinha.http import responses
+from rinha.http.protocol import HttpProtocol, Limits, ServerState
+from rinha.metrics import CONTENT_TYPE, Family, Registry
+from rinha.worker.processors import Outcome
+
+if TYPE_CHECKING:
+    from rinha.worker.server import Worker
+
+log = logging.getLogger(__name__)
+
+# From a call that hit a warm connection (~1 ms) to the 10 s ceiling of --request-timeout-s.
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class CallMeters:
+    """One processor's calls: a counter per outcome and a histogram of their durations."""
+
+    __slots__ = ("outcomes", "seconds")
+
+    def __init__(self, calls: Family, seconds: Family, processor: str) -> None:
+        # Keyed by the Outcome member itself: no label tuple is built or hashed per call.
+        self.outcomes = {outcome: calls.labels(processor, outcome.name.lower()) for outcome in Outcome}
+        self.seconds = seconds.labels(processor)
+
+    def ended(self, outcome: Outcome, elapsed_s: float) -> None:
+        self.outcomes[outcome].value += 1
+        self.seconds.observe(elapsed_s)
+
+
+class WorkerMetrics:
+    def __init__(self, worker: Worker) -> None:
+        registry = self.registry = Registry()
+        router = worker.router
+        registry.gauge("rinha_worker_queue_payments",
+                       "Payments accepted and waiting to be sent: queued, or held by a sender until a route opens.",
+                       fn=lambda: waiting(worker))
+        in_flight = registry.gauge("rinha_worker_in_flight_calls", "Calls to the processor now in flight.",
+                                   ("processor",))
+        calls = registry.counter("rinha_worker_calls_total",
+                                 "Calls to the processor by outcome: " + ", ".join(o.name.lower() for o in Outcome)
+                                 + " (rinha/worker/processors.py).", ("processor", "outcome"))
+        seconds = registry.histogram("rinha_worker_call_seconds", "Duration of calls to the processor, any outcome.",
+                                     CALL_BUCKETS, ("processor",))
+        circuit = registry.gauge("rinha_worker_circuit_state",
+                                 "Circuit breaker of the processor: 0 closed; 1 half-open (open, a probe payment "
+                                 "in flight); 2 open (waiting for the next probe).", ("processor",))
+        failing = registry.gauge("rinha_worker_processor_failing",
+                                 "The processor's last health report: 1 failing, 0 healthy, NaN before the first.",
+                                 ("processor",))
+        ledger = registry.gauge("rinha_worker_ledger_payments", "Payments in the ledger (since the last purge).",
+                                ("processor",))
+        self.calls: dict[str, CallMeters] = {}
+        for name, view in router.views.items():
+            in_flight.labels(name).fn = lambda view=view: len(view.in_flight)
+            self.calls[name] = CallMeters(calls, seconds, name)
+            circuit.labels(name).fn = view.circuit_state
+            failing.labels(name).fn = lambda view=view: math.nan if view.health_failing is None else int(view.health_failing)
+            # By name at scrape time: a purge gives the ledger new series.
+            ledger.labels(name).fn = lambda name=name: len(worker.ledger.series[name])
+        registry.counter("rinha_worker_fallback_decisions_total", "Payments the routing policy sent to fallback.",
+                         fn=lambda: router.fallback_decisions)
+        registry.counter("rinha_worker_accepted_total", "Payments accepted from the API nodes (new correlationIds).",
+                         fn=lambda: worker.accepted)
+        registry.counter("rinha_worker_duplicates_total",
+                         "Payments from the API nodes ignored as already seen (resent batches, repeated posts).",
+                         fn=lambda: worker.duplicates)
+
+
+def waiting(worker: Worker) -> int:
+    """A sender takes a payment off the queue and may then wait for a route (an outage): it waits
+    as much as a queued one does. Calls in flight are not waiting."""
+    in_flight = sum(len(view.in_flight) for view in worker.router.views.values())
+    return len(worker.queue) + len(worker.dispatcher.held) - in_flight
+
+
+NOT_FOUND = responses.error(404, "no such route; try GET /metrics")
+METHOD_NOT_ALLOWED = responses.json(405, {"error": "use GET"}, extra_headers=b"allow: GET\r\n")
+
+
+class MetricsApp:
+    """GET /metrics and nothing else, served by the same HTTP protocol as the API nodes."""
+
+    __slots__ = ("registry",)
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def handle(self, method, path, query, body, headers):
+        if path != b"/metrics":
+            return NOT_FOUND
+        if method != b"GET":
+            return METHOD_NOT_ALLOWED
+        return responses.build(200, self.registry.render(), content_type=CONTENT_TYPE)
+
+
+class MetricsServer:
+    """The listener of `--metrics-listen`; a few scrapers at most, so small limits."""
+
+    def __init__(self, registry: Registry, address: str) -> None:
+        self.app = MetricsApp(registry)
+        self.address = address
+        self.limits = Limits(max_body_bytes=1024, max_connections=64)
+        self.state = ServerState()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> bool:
+        """Listens; False (logged) when it cannot. Payments matter more than metrics: the worker runs on."""
+        host, port = split_host_port(self.address)
+        try:
+            self.server = await asyncio.get_running_loop().create_server(
+                lambda: HttpProtocol(self.app, self.limits, self.state), host, port)
+        except OSError as exc:
+            log.error("metrics not served", extra={"event": "metrics_unavailable", "listen": self.address,
+                                                   "error": repr(exc)})
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.state.connections):
+            connection.shutdown()
