@@ -86,7 +86,8 @@ class Drill(threading.Thread):
 class WorkerSampler(threading.Thread):
     """Reads the worker's /metrics every SAMPLE_INTERVAL_S while k6 runs, one JSON line per read:
     {"t": seconds since k6 was launched, "unix": epoch seconds, "<series>": value, ...} with the
-    rinha_* series, or {"t", "unix", "error"} when the read failed (e.g. during a worker drill).
+    rinha_* series but histogram buckets (some 30 series a read that no chart draws), or
+    {"t", "unix", "error"} when the read failed (e.g. during a worker drill).
     One last read when stopped shows where the worker stood once k6 was done."""
 
     def __init__(self, url: str, path: Path, started: float, interval_s: float = SAMPLE_INTERVAL_S) -> None:
@@ -104,7 +105,8 @@ class WorkerSampler(threading.Thread):
         except (OSError, ValueError) as exc:  # refused, timed out, HTTP error, unreadable text
             line["error"] = f"{type(exc).__name__}: {exc}"
             return line
-        line.update((sample.key, sample.value) for sample in samples if sample.name.startswith("rinha_"))
+        line.update((sample.key, sample.value) for sample in samples
+                    if sample.name.startswith("rinha_") and not sample.name.endswith("_bucket"))
         return line
 
     def run(self) -> None:
@@ -297,16 +299,12 @@ def main(argv: list[str] | None = None) -> int:
             drill = Drill(args.drill, stack, proxy, random.Random(args.seed), log)
             drill.start()
         started = time.monotonic()
-        sampler = None
-        metrics_url = getattr(stack, "worker_metrics_url", None)
-        if metrics_url:
-            sampler = WorkerSampler(metrics_url, out / run_report.WORKER_METRICS, started)
-            sampler.start()
+        sampler = WorkerSampler(stack.worker_metrics_url, out / run_report.WORKER_METRICS, started)
+        sampler.start()
         try:
             k6_code = run_k6(args, out, stack)
         finally:
-            if sampler is not None:
-                sampler.stop()
+            sampler.stop()
         wall_s = time.monotonic() - started
         if drill is not None:
             drill.cancelled.set()
