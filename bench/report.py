@@ -464,7 +464,8 @@ def load_run(folder: Path) -> Run:
     worker, worker_errors = load_worker_metrics(folder / WORKER_METRICS)
     teardown = [r for r in samples.requests if not r.scenario and r.name == OUR_SUMMARY]
     times = [r.end_s - t0 for r in samples.requests] + [line["unix"] - t0 for line in worker]
-    xlim = (min([-1.0, *times]), max([duration_s + 1.0, *times]))
+    # Half a second of room on each side keeps the teardown's line off the frame.
+    xlim = (min([-1.0, *times]) - 0.5, max([duration_s + 1.0, *times]) + 0.5)
     return Run(t0, duration_s, samples.requests, audit_rounds(samples, t0),
                teardown[-1].start_s - t0 if teardown else None, schedule, fault_windows(schedule, duration_s),
                worker, worker_errors, rinha.get("p99_ms"), xlim)

@@ -294,7 +294,7 @@ def test_the_run_model_puts_every_source_on_one_clock(tmp_path):
     ts, queue = report.worker_series(run.worker, report.QUEUE, run.t0)
     assert ts[0] == pytest.approx(-1.0) and max(queue) == 40 and ts[queue.index(40)] == pytest.approx(22.0)
     assert run.worker_errors == 1
-    assert run.xlim[0] == pytest.approx(-1.0) and run.xlim[1] >= 26.0
+    assert run.xlim[0] == pytest.approx(-1.5) and run.xlim[1] > run.teardown_at + 0.4
 
 
 def test_the_command_line_regenerates_the_report(tmp_path, capsys):
