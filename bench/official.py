@@ -6,8 +6,10 @@ Starts emulators + NGINX + two API nodes + the worker (rinha.stack), runs bench/
 k6 (progress on the terminal), stops everything, and prints the contest's scorecard with the CPU
 seconds and peak RSS of each of our processes against the 1.5 CPU / 350 MB budget. Everything a
 run produces goes to bench/results/<timestamp>/: k6's JSON (partial-results.json), k6's HTML
-dashboard export (report.html), every process's log (stack.log) and the scorecard (scorecard.txt
-and scorecard.json).
+dashboard export (report.html), every process's log (stack.log), the scorecard (scorecard.txt
+and scorecard.json), and our run report (run-report.html, bench/report.py) with the data it is
+drawn from: k6's per-request samples (k6-samples.csv.gz), the worker's /metrics read every
+0.5 s (worker-metrics.jsonl) and the schedule (schedule.json).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
+import report as run_report  # noqa: E402
 from floor import render_floor_conf  # noqa: E402
 from linkproxy import LinkProxy  # noqa: E402
 import pyspy  # noqa: E402
 from procstat import usage  # noqa: E402
+from promtext import parse as parse_metrics  # noqa: E402
 
 from rinha.config import StackConfig, build  # noqa: E402
 from rinha.stack.launcher import Stack, StackError  # noqa: E402
@@ -54,6 +58,9 @@ DRILLS = {
 # The drill strikes somewhere in this part of the 60 s run (seconds): faults included, with
 # time left to recover before the teardown.
 DRILL_WINDOW_S = (5.0, 45.0)
+# k6's CSV output (every metric of every request), cut down to run_report.SAMPLES after the run.
+K6_RAW = "k6-raw.csv.gz"
+SAMPLE_INTERVAL_S = 0.5
 
 
 class Drill(threading.Thread):
@@ -79,6 +86,49 @@ class Drill(threading.Thread):
             self.stack.restart(name)
         self.done_at = self.at_s
         self.log(f"[stack] drill {self.kind} over")
+
+
+class WorkerSampler(threading.Thread):
+    """Reads the worker's /metrics every SAMPLE_INTERVAL_S while k6 runs, one JSON line per read:
+    {"t": seconds since k6 was launched, "unix": epoch seconds, "<series>": value, ...} with the
+    rinha_* series but histogram buckets (some 30 series a read that no chart draws), or
+    {"t", "unix", "error"} when the read failed (e.g. during a worker drill).
+    One last read when stopped shows where the worker stood once k6 was done."""
+
+    def __init__(self, url: str, path: Path, started: float, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        super().__init__(daemon=True, name="worker-sampler")
+        self.url, self.path, self.started, self.interval_s = url, path, started, interval_s
+        self.stopping = threading.Event()
+        # No proxy from the environment for a loopback read.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def sample(self) -> dict:
+        line: dict = {"t": round(time.monotonic() - self.started, 3), "unix": round(time.time(), 3)}
+        try:
+            with self.opener.open(self.url, timeout=max(self.interval_s, 0.2)) as response:
+                samples = parse_metrics(response.read().decode())
+        except (OSError, ValueError) as exc:  # refused, timed out, HTTP error, unreadable text
+            line["error"] = f"{type(exc).__name__}: {exc}"
+            return line
+        line.update((sample.key, sample.value) for sample in samples
+                    if sample.name.startswith("rinha_") and not sample.name.endswith("_bucket"))
+        return line
+
+    def run(self) -> None:
+        with self.path.open("w") as out:
+            tick = 0
+            while True:
+                out.write(json.dumps(self.sample()) + "\n")
+                out.flush()
+                tick += 1
+                # On a fixed grid from the start: one slow read delays one sample, not all later ones.
+                if self.stopping.wait(max(self.started + tick * self.interval_s - time.monotonic(), 0.0)):
+                    out.write(json.dumps(self.sample()) + "\n")
+                    return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,7 +185,7 @@ def run_k6(args: argparse.Namespace, out: Path, stack: Stack) -> int:
         "FALLBACK_URL": stack.fallback_url,
         "MAX_REQUESTS": str(args.max_requests),
         "DURATION": str(args.duration),
-        "SCHEDULE": str(schedule_path(args.schedule)),
+        "SCHEDULE": str(out / run_report.SCHEDULE),
         "DUPLICATE_RATE": str(args.duplicate_rate),
         "RESULTS": str(out / "partial-results.json"),
         "K6_WEB_DASHBOARD": "true",
@@ -144,8 +194,12 @@ def run_k6(args: argparse.Namespace, out: Path, stack: Stack) -> int:
         # except that k6 skips it for runs too short to plot.
         "K6_WEB_DASHBOARD_PORT": "-1",
         "K6_NO_USAGE_REPORT": "true",
+        # Microseconds: whole seconds (k6's default) could not place a request within its second.
+        "K6_CSV_TIME_FORMAT": "unix_micro",
     }
-    return subprocess.run([k6, "run", "--no-color", str(BENCH / "rinha.js")], env=env, cwd=out).returncode
+    # One extra k6 output: measured at +1.5 % of k6's CPU in a 300-user run.
+    argv = [k6, "run", "--no-color", "--out", f"csv={out / K6_RAW}", str(BENCH / "rinha.js")]
+    return subprocess.run(argv, env=env, cwd=out).returncode
 
 
 def stored_ids(stack: Stack) -> list[set[str]] | None:
@@ -158,6 +212,23 @@ def stored_ids(stack: Stack) -> list[set[str]] | None:
         with urllib.request.urlopen(request, timeout=10) as response:
             stored.append(set(json.load(response)["correlationIds"]))
     return stored
+
+
+def write_run_report(out: Path) -> Path | None:
+    """run-report.html from the run's files. Whatever fails here is a warning: the run stands."""
+    try:
+        raw = out / K6_RAW
+        if raw.exists():
+            run_report.compact_k6_csv(raw, out / run_report.SAMPLES)
+            raw.unlink()
+        made = run_report.write_report(out)
+    except Exception as exc:  # noqa: BLE001 (matplotlib missing, a file unreadable, a bug in the report)
+        print(f"rinha: WARNING: no run report ({type(exc).__name__}: {exc}); the run's results are unaffected. "
+              f"Retry with: python bench/report.py {out}", file=sys.stderr)
+        return None
+    for warning in made.warnings:
+        print(f"rinha: WARNING: run report: {warning}", file=sys.stderr)
+    return made.path
 
 
 def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Namespace, died: list[str],
@@ -222,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda number, frame: sys.exit(128 + number))
     out = args.results.resolve() / time.strftime("%Y%m%d-%H%M%S")  # k6 runs in it: no relative paths
     out.mkdir(parents=True, exist_ok=True)
+    # The report needs the schedule the run used, whatever happens to bench/schedules/ later.
+    shutil.copyfile(schedule_path(args.schedule), out / run_report.SCHEDULE)
     log_file = (out / "stack.log").open("w", buffering=1)
 
     def log(line: str) -> None:
@@ -259,10 +332,17 @@ def main(argv: list[str] | None = None) -> int:
             drill.start()
         recorders = pyspy.start(pids, out) if args.profile else []
         started = time.monotonic()
+        # The floor has no worker to sample.
+        sampler = None if args.floor else WorkerSampler(stack.worker_metrics_url, out / run_report.WORKER_METRICS,
+                                                        started)
+        if sampler is not None:
+            sampler.start()
         try:
             k6_code = run_k6(args, out, stack)
         finally:
             pyspy.stop(recorders)
+            if sampler is not None:
+                sampler.stop()
         wall_s = time.monotonic() - started
         if drill is not None:
             drill.cancelled.set()
@@ -299,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
          "drill_at_s": drill.at_s if drill is not None and drill.done_at is not None else None,
          "policy": args.policy, "floor": args.floor, "duplicate_rate": args.duplicate_rate,
          "max_requests": args.max_requests, "duration": args.duration, "schedule": args.schedule}, indent=2))
+    report_path = write_run_report(out)
     print(f"rinha: results in {out}", flush=True)
+    if report_path is not None:
+        print(f"rinha: run report {report_path}", flush=True)
     return 0 if k6_code == 0 and not stack.died else 1
 
 

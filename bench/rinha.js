@@ -25,7 +25,7 @@
 import http from 'k6/http';
 import { sleep } from 'k6';
 import exec from 'k6/execution';
-import { Counter, Trend } from 'k6/metrics';
+import { Counter, Gauge, Trend } from 'k6/metrics';
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -190,6 +190,9 @@ const metrics = {
   faultStepsApplied: new Counter('fault_steps_applied'),
   faultErrors: new Counter('fault_errors'),
   teardownDone: new Counter('teardown_done'),
+  // Epoch ms at which the scenarios started: second 0 of the fault schedule, the audit rounds and
+  // bench/report.py's charts. Set once; a gauge keeps the value instead of summing it.
+  startedAtMs: new Gauge('run_started_at_ms'),
   teardownReadErrors: new Counter('teardown_read_errors'),
   oursDefaultRequests: new Counter('ours_default_requests'),
   oursDefaultAmount: new Counter('ours_default_amount'),
@@ -386,6 +389,7 @@ export function payments() {
 // Rounds at 0 s, 10 s, 20 s, ... while the run lasts. The first round looks at a window before
 // the test started, which must be empty on both sides.
 export function audit() {
+  metrics.startedAtMs.add(exec.scenario.startTime);
   for (let atMs = 0; atMs < CONFIG.durationS * 1000; atMs += AUDIT_EVERY_MS) {
     sleepUntil(atMs);
     auditRound();
@@ -502,6 +506,8 @@ function collectFacts(data) {
       fallback: { requests: counterTotal(data, 'processor_fallback_requests'), amount: counterTotal(data, 'processor_fallback_amount') },
     },
     okRequests: trendStat(data, 'ok_req_duration', 'count') || 0,
+    httpRequests: counterTotal(data, 'http_reqs'),
+    startedAtMs: trendStat(data, 'run_started_at_ms', 'value'),
     p50: trendStat(data, 'ok_req_duration', 'med'),
     p99: trendStat(data, 'ok_req_duration', 'p(99)'),
     p999: trendStat(data, 'ok_req_duration', 'p(99.9)'),
@@ -637,6 +643,8 @@ function machineSummary(score) {
     schedule: SCHEDULE.name,
     duplicate_rate: CONFIG.duplicateRate,
     ok_requests: facts.okRequests,
+    http_requests: facts.httpRequests,
+    started_at_ms: facts.startedAtMs,
     audit_rounds: facts.auditRounds,
     audit_read_errors: facts.auditReadErrors,
     fault_steps_applied: facts.faultStepsApplied,

@@ -1,9 +1,12 @@
-"""The main job in miniature: `bench/official.py` on the quiet schedule, ~15 s, real k6."""
+"""The main job in miniature: `bench/official.py` on the quiet schedule, ~15 s, real k6, and the
+run report it writes from k6's samples and the worker's /metrics."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +18,9 @@ import pytest
 from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import report
 
 
 @pytest.mark.slow
@@ -45,5 +51,45 @@ def test_short_quiet_run_has_no_inconsistency_no_failed_post_and_no_lag():
         assert "final score" in (folder / "scorecard.txt").read_text()
         for name in ("nginx", "api1", "api2", "worker"):
             assert card["processes"][name]["peak_rss_mb"] > 0
+        check_run_report(folder, score, run)
     finally:
         shutil.rmtree(results, ignore_errors=True)
+
+
+def check_run_report(folder: Path, score: dict, run: subprocess.CompletedProcess) -> None:
+    page_path = folder / report.REPORT
+    assert f"rinha: run report {page_path}" in run.stdout
+    page = page_path.read_text()
+    assert "WARNING" not in run.stdout + run.stderr, run.stderr[-2000:]
+    # Self-contained: the four charts are inline PNGs and nothing else is fetched.
+    pngs = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)
+    assert len(pngs) == 4 and all(base64.b64decode(png).startswith(b"\x89PNG") for png in pngs)
+    assert re.findall(r'src="(?!data:)', page) == [] and "<script" not in page and "<link" not in page
+    assert "final score" in page and "could not be drawn" not in page
+
+    # k6's output, cut down: one row per request k6 made, none lost, the raw file gone.
+    assert not (folder / "k6-raw.csv.gz").exists()
+    samples = report.load_samples(folder / report.SAMPLES)
+    assert len(samples.requests) == score["http_requests"] > 0
+    assert sum(r.is_payment for r in samples.requests) == score["posts_ok"] + score["posts_failed"]
+    t0 = report.run_start(score, samples)
+    assert all(-5 < r.end_s - t0 < score["duration_s"] + 5 for r in samples.requests)
+
+    # Audit marks: one per round k6 counted, at 0 s, 10 s, ..., each with its verdict.
+    rounds = report.audit_rounds(samples, t0)
+    assert len(rounds) == score["audit_rounds"] >= 1
+    assert all(abs(r.at - 10 * i) < 0.5 and r.inconsistencies == 0 for i, r in enumerate(rounds))
+    assert "audit rounds at 0.0 s (0 inconsistent)" in page
+
+    # The worker's /metrics, twice a second through the run: the queue drains, the ledger ends
+    # with every payment, all on default (the quiet schedule).
+    lines, errors = report.load_worker_metrics(folder / report.WORKER_METRICS)
+    assert errors == 0
+    ts, queue = report.worker_series(lines, report.QUEUE, t0)
+    assert len(ts) >= 2 * score["duration_s"] * 0.8 and ts == sorted(ts)
+    assert min(queue) >= 0 and queue[-1] == 0
+    _, stored = report.worker_series(lines, report.ledger("default"), t0)
+    assert stored == sorted(stored) and stored[-1] == score["posts_ok"]
+    assert "no worker metrics" not in page
+    sizes = {name: (folder / name).stat().st_size for name in (report.SAMPLES, report.WORKER_METRICS, report.REPORT)}
+    assert sizes[report.SAMPLES] < 200 * score["http_requests"] and sizes[report.REPORT] < 2_000_000, sizes
