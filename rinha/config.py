@@ -231,11 +231,8 @@ class StackConfig:
     nginx: str = _opt("nginx", "the NGINX binary")
     start_timeout_s: float = _opt(20.0, "how long to wait for every process to answer")
     log_level: str = _opt("INFO", "logging level of the nodes")
-    worker_nice: int = _opt(0, "niceness added to the worker so its bursts yield the CPU to the API nodes (0-19)")
 
     def check(self) -> None:
-        if not 0 <= self.worker_nice <= 19:
-            raise SystemExit(f"rinha: worker_nice must be 0..19, got {self.worker_nice}")
         _positive(self, "port", "worker_port", "worker_metrics_port", "default_port", "fallback_port",
                   "start_timeout_s")
 

@@ -205,8 +205,6 @@ class Stack:
         env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
         child.process = subprocess.Popen(child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        if child.name == "worker" and self.config.worker_nice:
-            _lower_priority(child.process.pid, self.config.worker_nice)
         child.pump = threading.Thread(target=self._pump, args=(child, child.process), daemon=True,
                                       name=f"log-{child.name}")
         child.pump.start()
@@ -240,15 +238,6 @@ def _check_reachable_by_others(directory: Path) -> None:
         if not os.stat(folder).st_mode & 0o001:
             raise StackError(f"{folder} is not searchable by other users, so NGINX's workers could not reach "
                              f"the API sockets in {directory}; choose another --run-dir")
-
-
-def _lower_priority(pid: int, nice: int) -> None:
-    """Nice for the process and, where the kernel groups sessions (autogroup), for its session:
-    every child leads a session of its own, and across sessions only the group's nice counts."""
-    os.setpriority(os.PRIO_PROCESS, pid, nice)
-    autogroup = Path(f"/proc/{pid}/autogroup")
-    if autogroup.exists():
-        autogroup.write_text(str(nice))
 
 
 def _probe_path() -> str:
