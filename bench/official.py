@@ -38,7 +38,7 @@ from floor import render_floor_conf  # noqa: E402
 from linkproxy import LinkProxy  # noqa: E402
 import pyspy  # noqa: E402
 from procstat import usage  # noqa: E402
-from promtext import parse as parse_metrics  # noqa: E402
+from sampler import WorkerSampler  # noqa: E402
 
 from rinha.config import StackConfig, build  # noqa: E402
 from rinha.stack.launcher import Stack, StackError  # noqa: E402
@@ -60,7 +60,6 @@ DRILLS = {
 DRILL_WINDOW_S = (5.0, 45.0)
 # k6's CSV output (every metric of every request), cut down to run_report.SAMPLES after the run.
 K6_RAW = "k6-raw.csv.gz"
-SAMPLE_INTERVAL_S = 0.5
 
 
 class Drill(threading.Thread):
@@ -86,49 +85,6 @@ class Drill(threading.Thread):
             self.stack.restart(name)
         self.done_at = self.at_s
         self.log(f"[stack] drill {self.kind} over")
-
-
-class WorkerSampler(threading.Thread):
-    """Reads the worker's /metrics every SAMPLE_INTERVAL_S while k6 runs, one JSON line per read:
-    {"t": seconds since k6 was launched, "unix": epoch seconds, "<series>": value, ...} with the
-    rinha_* series but histogram buckets (some 30 series a read that no chart draws), or
-    {"t", "unix", "error"} when the read failed (e.g. during a worker drill).
-    One last read when stopped shows where the worker stood once k6 was done."""
-
-    def __init__(self, url: str, path: Path, started: float, interval_s: float = SAMPLE_INTERVAL_S) -> None:
-        super().__init__(daemon=True, name="worker-sampler")
-        self.url, self.path, self.started, self.interval_s = url, path, started, interval_s
-        self.stopping = threading.Event()
-        # No proxy from the environment for a loopback read.
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def sample(self) -> dict:
-        line: dict = {"t": round(time.monotonic() - self.started, 3), "unix": round(time.time(), 3)}
-        try:
-            with self.opener.open(self.url, timeout=max(self.interval_s, 0.2)) as response:
-                samples = parse_metrics(response.read().decode())
-        except (OSError, ValueError) as exc:  # refused, timed out, HTTP error, unreadable text
-            line["error"] = f"{type(exc).__name__}: {exc}"
-            return line
-        line.update((sample.key, sample.value) for sample in samples
-                    if sample.name.startswith("rinha_") and not sample.name.endswith("_bucket"))
-        return line
-
-    def run(self) -> None:
-        with self.path.open("w") as out:
-            tick = 0
-            while True:
-                out.write(json.dumps(self.sample()) + "\n")
-                out.flush()
-                tick += 1
-                # On a fixed grid from the start: one slow read delays one sample, not all later ones.
-                if self.stopping.wait(max(self.started + tick * self.interval_s - time.monotonic(), 0.0)):
-                    out.write(json.dumps(self.sample()) + "\n")
-                    return
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,5 +1,5 @@
 """The run report's pieces: k6 samples, per-second aggregation, fault windows, audit marks, the page,
-and official.py's worker-metrics sampler."""
+and official.py's worker-metrics sampler (bench/sampler.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import random
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy
@@ -22,7 +23,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import official
 import report
+from sampler import WorkerSampler
 from promtext import series_key
+from conftest import free_port
 from test_promtext import WORKER_SCRAPE
 
 OFFICIAL = json.loads((REPO / "bench" / "schedules" / "official.json").read_text())
@@ -354,9 +357,9 @@ def url_of(server) -> str:
 
 
 def test_a_sample_holds_every_rinha_series_and_both_clocks(metrics_server, tmp_path):
-    sampler = official.WorkerSampler(url_of(metrics_server), tmp_path / "m.jsonl", started=official.time.monotonic())
+    sampler = WorkerSampler(url_of(metrics_server), tmp_path / "m.jsonl", started=time.monotonic())
     line = sampler.sample()
-    assert 0 <= line["t"] < 5 and abs(line["unix"] - official.time.time()) < 5
+    assert 0 <= line["t"] < 5 and abs(line["unix"] - time.time()) < 5
     assert line[report.QUEUE] == 1834
     assert line[report.ledger("default")] == 10423 and line[report.in_flight("default")] == 8
     assert line['rinha_worker_calls_total{outcome="failed",processor="default"}'] == 2000
@@ -364,17 +367,17 @@ def test_a_sample_holds_every_rinha_series_and_both_clocks(metrics_server, tmp_p
 
 
 def test_a_failed_read_is_a_line_with_the_error(metrics_server, tmp_path, monkeypatch):
-    sampler = official.WorkerSampler(url_of(metrics_server), tmp_path / "m.jsonl", started=0.0)
+    sampler = WorkerSampler(url_of(metrics_server), tmp_path / "m.jsonl", started=0.0)
     monkeypatch.setattr(Metrics, "body", "rinha_worker_queue_payments twelve\n")
     assert "ParseError" in sampler.sample()["error"]
-    closed = official.WorkerSampler(f"http://127.0.0.1:{official.free_port()}/metrics", tmp_path / "m.jsonl", 0.0)
+    closed = WorkerSampler(f"http://127.0.0.1:{free_port()}/metrics", tmp_path / "m.jsonl", 0.0)
     line = closed.sample()
     assert set(line) == {"t", "unix", "error"} and "refused" in line["error"].lower()
 
 
 def test_the_sampler_thread_writes_json_lines_until_stopped(metrics_server, tmp_path):
     path = tmp_path / "m.jsonl"
-    sampler = official.WorkerSampler(url_of(metrics_server), path, started=official.time.monotonic(), interval_s=60)
+    sampler = WorkerSampler(url_of(metrics_server), path, started=time.monotonic(), interval_s=60)
     sampler.start()
     sampler.stop()  # the first read happens at once; stop() cuts the 60 s wait short for a last one
     assert not sampler.is_alive()
