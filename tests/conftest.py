@@ -39,6 +39,15 @@ async def eventually(probe: Callable[[], Awaitable[object]], *, timeout: float =
     raise AssertionError(f"condition not met within {timeout} s; last value {last!r}")
 
 
+async def answers_200(session: aiohttp.ClientSession, url: str) -> bool:
+    """For `eventually`: whether `url` answers 200 yet (a refused connection is a no)."""
+    try:
+        async with session.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

@@ -17,7 +17,7 @@ import tempfile
 
 import aiohttp
 import orjson
-from conftest import StackClient, eventually, free_port, new_id, running_stack
+from conftest import StackClient, answers_200, eventually, free_port, new_id, running_stack
 from exposition import Exposition, parse
 
 from rinha.config import WorkerConfig
@@ -265,14 +265,7 @@ async def test_an_api_node_with_metrics_off_answers_404_on_metrics_and_still_tak
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as session:
-            async def up():
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthcheck") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(up)
+            await eventually(lambda: answers_200(session, f"http://127.0.0.1:{port}/healthcheck"))
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                 assert response.status == 404
             async with session.post(f"http://127.0.0.1:{port}/payments",

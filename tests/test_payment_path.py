@@ -10,7 +10,7 @@ import sys
 import aiohttp
 import pytest
 
-from conftest import StackClient, eventually, free_port, new_id
+from conftest import StackClient, answers_200, eventually, free_port, new_id
 
 
 async def test_thousand_payments_across_both_nodes_are_stored_exactly_once(client: StackClient):
@@ -185,14 +185,7 @@ async def test_payments_accepted_before_the_worker_ever_started_are_delivered(tm
         async with aiohttp.ClientSession() as session:
             base = f"http://127.0.0.1:{api_port}"
 
-            async def api_up():
-                try:
-                    async with session.get(f"{base}/healthcheck") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(api_up)
+            await eventually(lambda: answers_200(session, f"{base}/healthcheck"))
             for _ in range(50):
                 async with session.post(f"{base}/payments", json={"correlationId": new_id(), "amount": 1.5}) as r:
                     assert r.status == 202
