@@ -207,7 +207,8 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
         f"   [processors say {r['processor_default_requests']} / {r['processor_fallback_requests']}]",
         f"POSTs              {r['posts_ok']} ok, {r['posts_failed']} failed",
         f"double charges     {'n/a (external processors)' if doubles is None else doubles}",
-        f"lost payments      {'n/a' if lost is None else lost}   (answered 2xx, stored by no processor)",
+        f"lost payments      {'n/a' if lost is None else lost}   (answered 2xx, stored by no processor when k6 ended"
+        f"{'; with lag > 0 some may still be queued, not lost' if r['lag'] > 0 else ''})",
         "",
         f"{'process':<10}{'CPU s':>9}{'CPU/s':>8}{'peak RSS MB':>13}",
     ]
