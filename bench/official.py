@@ -111,7 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="record py-spy profiles of api1, api2 and the worker during the k6 run (bench/pyspy.py)")
     parser.add_argument("--show-logs", action="store_true", help="stream the processes' logs to the terminal too")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.floor and (args.drill or args.profile):
+        parser.error("--floor has no nodes to drill or profile")
+    return args
 
 
 def free_port() -> int:
@@ -266,12 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.drill == "link-cut":
         config = replace(config, link_port=free_port())
         proxy = LinkProxy(config.link_port, config.worker_port).start()
+    floor = {"with_nodes": False, "render_conf": render_floor_conf} if args.floor else {}
     stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy,
-                                              "RINHA_API_ACK_MODE": "on" if args.ack_mode else "off"})
-    if args.floor:
-        if args.drill or args.profile:
-            raise SystemExit("--floor has no nodes to drill or profile")
-        stack.with_nodes, stack.render_conf = False, render_floor_conf
+                                              "RINHA_API_ACK_MODE": "on" if args.ack_mode else "off"}, **floor)
     ours = ("nginx",) if args.floor else OUR_PROCESSES
     print(f"rinha: results in {out}", flush=True)
     try:
