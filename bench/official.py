@@ -10,6 +10,8 @@ dashboard export (report.html), every process's log (stack.log), the scorecard (
 and scorecard.json), and our run report (run-report.html, bench/report.py) with the data it is
 drawn from: k6's per-request samples (k6-samples.csv.gz), the worker's /metrics read every
 0.5 s (worker-metrics.jsonl) and the schedule (schedule.json).
+`--floor` runs the same test against NGINX alone (bench/floor.py); `--profile` adds py-spy
+profiles of the nodes (bench/pyspy.py); `--drill` a crash drill (bench/crash.py runs them all).
 """
 
 from __future__ import annotations
