@@ -27,17 +27,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from floor import render_floor_conf  # noqa: E402
+from official import free_port  # noqa: E402
 
 from rinha.config import StackConfig  # noqa: E402
 from rinha.stack.launcher import Stack  # noqa: E402
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def connect(target: str | int) -> socket.socket:

@@ -14,6 +14,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
+from rinha.http import responses
+
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -121,6 +123,10 @@ class Registry:
             family.render(out)
         out.append("")
         return "\n".join(out).encode()
+
+    def page(self) -> bytes:
+        """The whole HTTP answer to `GET /metrics`."""
+        return responses.build(200, self.render(), content_type=CONTENT_TYPE)
 
 
 def _number(value: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -42,7 +41,7 @@ def test_the_floor_refuses_a_conf_it_cannot_read():
 async def test_the_floor_answers_every_route_itself_with_nothing_behind_it():
     run_dir = tempfile.mkdtemp(prefix="rinha-test-")
     try:
-        with Stack(replace(stack_config(run_dir)), log=lambda line: None, with_nodes=False,
+        with Stack(stack_config(run_dir), log=lambda line: None, with_nodes=False,
                    render_conf=render_floor_conf) as floor:
             assert set(floor.pids()) == {"default", "fallback", "nginx"}
             base = f"http://127.0.0.1:{floor.config.port}"

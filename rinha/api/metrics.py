@@ -12,9 +12,8 @@ from collections.abc import Iterable
 from time import perf_counter
 
 from rinha.api.buffer import PaymentBuffer
-from rinha.http import responses
 from rinha.link.client import LinkClient
-from rinha.metrics import CONTENT_TYPE, Registry
+from rinha.metrics import Registry
 
 # From a tenth of a millisecond (an answer from the buffer) to 100 ms (an answer that waited for
 # the worker, in ack mode); the official p99 bonus is lost between 1 and 11 ms.
@@ -63,4 +62,4 @@ class ApiMetrics:
 
     def page(self) -> bytes:
         """The whole `GET /metrics` answer."""
-        return responses.build(200, self.registry.render(), content_type=CONTENT_TYPE)
+        return self.registry.page()

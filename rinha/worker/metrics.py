@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from rinha.config import split_host_port
 from rinha.http import responses
 from rinha.http.protocol import HttpProtocol, Limits, ServerState
-from rinha.metrics import CONTENT_TYPE, Family, Registry
+from rinha.metrics import Family, Registry
 from rinha.worker.processors import Outcome
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class MetricsApp:
             return NOT_FOUND
         if method != b"GET":
             return METHOD_NOT_ALLOWED
-        return responses.build(200, self.registry.render(), content_type=CONTENT_TYPE)
+        return self.registry.page()
 
 
 class MetricsServer:
