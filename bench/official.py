@@ -10,7 +10,8 @@ dashboard export (report.html), every process's log (stack.log), the scorecard (
 and scorecard.json), and our run report (run-report.html, bench/report.py) with the data it is
 drawn from: k6's per-request samples (k6-samples.csv.gz), the worker's /metrics read every
 0.5 s (worker-metrics.jsonl) and the schedule (schedule.json).
-`--floor` runs the same test against NGINX alone (bench/floor.py); `--profile` adds py-spy
+`--floor` runs the same test against NGINX alone (bench/floor.py), `--floor hop` against NGINX
+proxying to stand-ins that answer constants (bench/hop_node.py); `--profile` adds py-spy
 profiles of the nodes (bench/pyspy.py); `--drill` a crash drill (bench/crash.py runs them all).
 """
 
@@ -89,6 +90,12 @@ class Drill(threading.Thread):
         self.log(f"[stack] drill {self.kind} over")
 
 
+FLOORS = {
+    "nginx": "NGINX alone, constant answers (bench/floor.py)",
+    "hop": "NGINX proxying to two bench/hop_node.py, our HTTP layer answering constants on the API sockets",
+}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-requests", type=int, default=int(os.environ.get("MAX_REQUESTS", 550)),
@@ -108,14 +115,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a crash drill at a random moment of the run: " + "; ".join(f"{k}: {v}" for k, v in DRILLS.items()))
     parser.add_argument("--ack-mode", action="store_true", help="API nodes answer POST only once the worker has the payment")
     parser.add_argument("--seed", type=int, default=None, help="seed of the drill's random moment")
-    parser.add_argument("--floor", action="store_true",
-                        help="the latency floor: NGINX answers every route itself, nothing behind it (bench/floor.py)")
+    parser.add_argument("--floor", nargs="?", const="nginx", choices=FLOORS, default=None,
+                        help="a latency floor instead of the stack: " + "; ".join(f"{k}: {v}" for k, v in FLOORS.items())
+                             + " (default nginx)")
     parser.add_argument("--profile", action="store_true",
                         help="record py-spy profiles of api1, api2 and the worker during the k6 run (bench/pyspy.py)")
     parser.add_argument("--show-logs", action="store_true", help="stream the processes' logs to the terminal too")
     args = parser.parse_args(argv)
-    if args.floor and (args.drill or args.profile):
-        parser.error("--floor has no nodes to drill or profile")
+    if args.floor and (args.drill or args.profile or args.ack_mode):
+        parser.error("--floor has no nodes to drill, profile or put in ack mode")
     return args
 
 
@@ -235,16 +243,17 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
 
 
 def floor_scorecard(r: dict, processes: dict, wall_s: float, args: argparse.Namespace) -> str:
-    """The floor run's figures that mean something: latency, failures and NGINX's CPU."""
-    nginx = processes["nginx"]
-    return "\n".join([
-        f"== latency floor (NGINX alone, constant answers): schedule {r.get('schedule', args.schedule)}, "
+    """The floor run's figures that mean something: latency, failures and the CPU of its processes."""
+    lines = [
+        f"== latency floor ({FLOORS[args.floor]}): schedule {r.get('schedule', args.schedule)}, "
         f"MAX_REQUESTS={args.max_requests}, {args.duration:g} s ==",
         f"p99 (p50, p99.9)   {r['p99_ms']:.2f} ms ({r['p50_ms']:.2f}, {r['p999_ms']:.2f})",
         f"POSTs              {r['posts_ok']} ok, {r['posts_failed']} failed",
-        f"nginx              {nginx['cpu_s']:.2f} CPU s ({nginx['cpu_s'] / wall_s:.3f}/s), "
-        f"peak RSS {nginx['peak_rss_mb']:.1f} MB",
-    ])
+    ]
+    for name, process in processes.items():
+        lines.append(f"{name:<19}{process['cpu_s']:.2f} CPU s ({process['cpu_s'] / wall_s:.3f}/s), "
+                     f"peak RSS {process['peak_rss_mb']:.1f} MB")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,10 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.drill == "link-cut":
         config = replace(config, link_port=free_port())
         proxy = LinkProxy(config.link_port, config.worker_port).start()
-    floor = {"with_nodes": False, "render_conf": render_floor_conf} if args.floor else {}
+    floor = {}
+    if args.floor == "nginx":
+        floor = {"with_nodes": False, "render_conf": render_floor_conf}
+    elif args.floor == "hop":
+        floor = {"with_nodes": False, "stand_in": [sys.executable, str(BENCH / "hop_node.py")]}
     stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy,
                                               "RINHA_API_ACK_MODE": "on" if args.ack_mode else "off"}, **floor)
-    ours = ("nginx",) if args.floor else OUR_PROCESSES
+    ours = {None: OUR_PROCESSES, "nginx": ("nginx",), "hop": ("nginx", "api1", "api2")}[args.floor]
     print(f"rinha: results in {out}", flush=True)
     try:
         stack.start()

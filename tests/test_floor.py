@@ -1,4 +1,5 @@
-"""The latency floor (bench/floor.py): real NGINX with the repo's settings, answering by itself."""
+"""The latency floors: real NGINX with the repo's settings answering by itself (bench/floor.py), or
+proxying to stand-ins that answer constants (the hop floor, bench/hop_node.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from conftest import stack_config
 from rinha.stack.launcher import REPO_NGINX_CONF, Stack
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import official  # noqa: E402
 from floor import render_floor_conf  # noqa: E402
 from pyspy import top  # noqa: E402
 
@@ -57,6 +60,43 @@ async def test_the_floor_answers_every_route_itself_with_nothing_behind_it():
                     assert response.status == 200
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def test_the_hop_floor_proxies_to_stand_ins_that_answer_constants():
+    run_dir = tempfile.mkdtemp(prefix="rinha-test-")
+    try:
+        with Stack(stack_config(run_dir), log=lambda line: None, with_nodes=False,
+                   stand_in=[sys.executable, str(BENCH / "hop_node.py")]) as hop:
+            assert set(hop.pids()) == {"default", "fallback", "nginx", "api1", "api2"}
+            base = f"http://127.0.0.1:{hop.config.port}"
+            async with aiohttp.ClientSession() as session:
+                for _ in range(4):  # NGINX's round robin: both stand-ins answer
+                    async with session.post(f"{base}/payments", data=b"not even JSON") as response:
+                        assert response.status == 202
+                async with session.get(f"{base}/payments-summary") as response:
+                    assert response.status == 200
+                    body = await response.json()
+                    assert body["default"]["totalRequests"] == body["fallback"]["totalRequests"] == 0
+            hop.stop_child("api1")
+            async with aiohttp.ClientSession() as session:  # proof that NGINX went through the sockets
+                for _ in range(4):
+                    async with session.post(f"{base}/payments", data=b"{}") as response:
+                        assert response.status == 202
+            hop.stop_child("api2")
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{base}/payments", data=b"{}") as response:
+                    assert response.status == 502
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_official_floor_flag_names_the_floor():
+    assert official.parse_args([]).floor is None
+    assert official.parse_args(["--floor"]).floor == "nginx"
+    assert official.parse_args(["--floor", "hop"]).floor == "hop"
+    for refused in (["--floor", "hop", "--ack-mode"], ["--floor", "--profile"], ["--floor", "other"]):
+        with pytest.raises(SystemExit):
+            official.parse_args(refused)
 
 
 def test_profile_top_counts_own_and_total_samples(tmp_path):

@@ -61,6 +61,9 @@ class Stack:
     # through the configuration `render_conf` makes of the repo's nginx.conf.
     with_nodes: bool = True
     render_conf: Callable[..., str] = render_nginx_conf
+    # With the nodes off: a stand-in started on each API socket (its path appended to this argv)
+    # for NGINX to proxy to, such as the hop floor's bench/hop_node.py.
+    stand_in: list[str] | None = None
     children: list[Child] = field(default_factory=list)
     died: list[str] = field(default_factory=list)
 
@@ -115,6 +118,8 @@ class Stack:
                 self._spawn("fallback", rinha + ["emulator", "--port", str(cfg.fallback_port), "--fee", "0.15"])
             if self.with_nodes:
                 self._start_nodes(rinha, level)
+            elif self.stand_in:
+                self._start_stand_ins()
             conf = self.run_dir / "nginx.conf"
             conf.write_text(self.render_conf(REPO_NGINX_CONF.read_text(), port=cfg.port, socket_dir=str(self.run_dir)))
             self._spawn("nginx", [cfg.nginx, "-c", str(conf), "-e", "stderr",
@@ -127,8 +132,12 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-        behind = (f"{self.socket_path(1)}, {self.socket_path(2)} -> worker 127.0.0.1:{cfg.worker_port}"
-                  if self.with_nodes else "NGINX's own constant answers (the latency floor)")
+        if self.with_nodes:
+            behind = f"{self.socket_path(1)}, {self.socket_path(2)} -> worker 127.0.0.1:{cfg.worker_port}"
+        elif self.stand_in:
+            behind = f"{self.socket_path(1)}, {self.socket_path(2)}: stand-ins ({' '.join(self.stand_in)})"
+        else:
+            behind = "NGINX's own constant answers (the latency floor)"
         self.log(f"[stack] up: http://127.0.0.1:{cfg.port} -> {behind}; "
                  f"default {self.default_url}, fallback {self.fallback_url}"
                  + (f"; metrics: GET /metrics on each API socket (or via :{cfg.port}), {self.worker_metrics_url}"
@@ -191,6 +200,12 @@ class Stack:
         for n in (1, 2):
             self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
                              f"api{n}")
+
+    def _start_stand_ins(self) -> None:
+        for n in (1, 2):
+            self._spawn(f"api{n}", [*self.stand_in, self.socket_path(n)])
+        for n in (1, 2):
+            self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck"), f"api{n}")
 
     def _check_nginx(self) -> None:
         if subprocess.run(["sh", "-c", f"command -v {self.config.nginx}"], capture_output=True).returncode != 0:
