@@ -106,7 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fault schedule: a name in bench/schedules/ or a JSON path (default official)")
     parser.add_argument("--results", type=Path, default=BENCH / "results",
                         help="folder under which this run's folder is made (default bench/results)")
-    parser.add_argument("--port", type=int, default=9999, help="NGINX port (default 9999)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("RINHA_BENCH_PORT", 9999)),
+                        help="NGINX port (env RINHA_BENCH_PORT, default 9999); any other also puts the emulators "
+                             "and the worker on free ports, so runs can share a machine")
     parser.add_argument("--policy", default=os.environ.get("RINHA_WORKER_POLICY", "profit"),
                         help="the worker's routing policy (default profit; baselines: always-default, fallback-on-failure)")
     parser.add_argument("--duplicate-rate", type=float, default=0.0,
@@ -276,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     # Sockets live in a short /tmp folder: a Unix socket path is limited to ~107 bytes.
     run_dir = Path(tempfile.mkdtemp(prefix="rinha-run-"))
     config = replace(build(StackConfig), port=args.port, run_dir=str(run_dir))
+    if args.port != 9999:
+        # Off the default port, every other port is a free one too, so runs can share a machine.
+        config = replace(config, default_port=free_port(), fallback_port=free_port(),
+                         worker_port=free_port(), worker_metrics_port=free_port())
     proxy = None
     if args.drill == "link-cut":
         config = replace(config, link_port=free_port())
