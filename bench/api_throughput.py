@@ -17,7 +17,9 @@ medians and the ratio on/off.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -95,6 +97,7 @@ def main() -> int:
     ports = {setting: free_port() for setting in settings}
     rinha = [sys.executable, "-m", "rinha"]
     folder = tempfile.mkdtemp(prefix="rinha-bench-")
+    env = {**os.environ, "RINHA_LINK_SECRET": secrets.token_urlsafe(32)}  # this run's own
     started = []
     try:
         argvs = [["emulator", "--port", str(processor)],
@@ -102,12 +105,13 @@ def main() -> int:
                   "--fallback-url", f"http://127.0.0.1:{processor}", "--metrics-listen", "", "--log-level", "WARNING"]]
         for setting, port in ports.items():
             argvs.append(["api", "--socket", f"{folder}/api-{setting}.sock", "--port", str(port),
+                          "--metrics-listen", f"{folder}/metrics-{setting}.sock",
                           "--worker", f"127.0.0.1:{worker}", "--metrics", setting, "--log-level", "WARNING"])
         for argv in argvs:
             # The emulator and the worker are flooded on purpose here: their warnings (health checks
             # timing out) would only bury the figures. An API node's are kept.
             quiet = subprocess.DEVNULL if argv[0] != "api" else None
-            started.append(subprocess.Popen(rinha + argv, stdout=subprocess.DEVNULL, stderr=quiet))
+            started.append(subprocess.Popen(rinha + argv, env=env, stdout=subprocess.DEVNULL, stderr=quiet))
         for setting, port in ports.items():
             wait_for(lambda port=port: answers_http(("127.0.0.1", port), "/healthcheck", b'"link":"up"'),
                      f"the API node (metrics {setting})")

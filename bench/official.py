@@ -154,6 +154,8 @@ def run_k6(args: argparse.Namespace, out: Path, stack: Stack) -> int:
         "BASE_URL": f"http://127.0.0.1:{args.port}",
         "DEFAULT_URL": stack.default_url,
         "FALLBACK_URL": stack.fallback_url,
+        # Our purge in setup goes with the stack's token (the official test sends none).
+        "ADMIN_TOKEN": stack.admin_token,
         "MAX_REQUESTS": str(args.max_requests),
         "DURATION": str(args.duration),
         "SCHEDULE": str(out / run_report.SCHEDULE),

@@ -14,6 +14,8 @@
 //   SCHEDULE      fault schedule JSON; a relative path is looked up next to this script first,
 //                 then in the current directory         schedules/official.json
 //   TOKEN         processors' admin token               123
+//   ADMIN_TOKEN   our admin token, sent as Authorization: Bearer on our POST /purge-payments
+//                 (the official test sends none; our purge then answers 401/403, a warning only)   (none)
 //   RESULTS       where the JSON result is written      partial-results.json (relative to the cwd)
 //   HTML          if set, a small HTML report is written there too
 //   PARTICIPANT   the name put in `participante`        rinha
@@ -54,6 +56,7 @@ const CONFIG = {
   durationS: envNumber('DURATION', 60),
   schedulePath: envString('SCHEDULE', 'schedules/official.json'),
   token: envString('TOKEN', '123'),
+  adminToken: envString('ADMIN_TOKEN', ''),
   resultsPath: envString('RESULTS', 'partial-results.json'),
   htmlPath: envString('HTML', ''),
   participant: envString('PARTICIPANT', 'rinha'),
@@ -344,7 +347,8 @@ export function setup() {
 
   // A failed purge of our own ledger is only a warning, as in the official test: leftovers only
   // matter if they fall in the 70 s window that teardown reads (e.g. back-to-back short runs).
-  const ours = sendOne(call('POST', `${CONFIG.baseUrl}/purge-payments`, undefined, 'POST /purge-payments'));
+  const adminHeaders = CONFIG.adminToken ? { Authorization: `Bearer ${CONFIG.adminToken}` } : {};
+  const ours = sendOne(call('POST', `${CONFIG.baseUrl}/purge-payments`, undefined, 'POST /purge-payments', adminHeaders));
   if (!isSuccess(ours)) console.warn(`setup: POST ${CONFIG.baseUrl}/purge-payments answered ${statusText(ours)}`);
 
   console.info(

@@ -14,8 +14,26 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 
-def _opt(default: Any, help: str, env: str | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "env": env})
+def _opt(default: Any, help: str, env: str | None = None, *, secret: bool = False) -> Any:
+    # A secret stays out of the config's repr, so logging a config never prints it.
+    return field(default=default, metadata={"help": help, "env": env}, repr=not secret)
+
+
+# Secrets (the admin token, the link secret): at least this long, and visible ASCII only (a header
+# value and an environment variable carry them as they are). `rinha stack` makes 43-character ones.
+MIN_SECRET_CHARS = 16
+
+
+def check_secret(name: str, value: str, *, required: bool) -> None:
+    if not value:
+        if required:
+            raise SystemExit(f"rinha: {name} is not set: the worker's link refuses every peer without it. Give the "
+                             f"worker and the API nodes the same random value, e.g. {name}=$(openssl rand -hex 32)")
+        return
+    if len(value) < MIN_SECRET_CHARS:
+        raise SystemExit(f"rinha: {name} must be at least {MIN_SECRET_CHARS} characters long")
+    if not all(0x21 <= ord(ch) <= 0x7E for ch in value):
+        raise SystemExit(f"rinha: {name} must be visible ASCII characters only (no spaces)")
 
 
 def env_name(cls: type, f: dataclasses.Field) -> str:
@@ -115,12 +133,22 @@ class ApiConfig:
     ack_mode: bool = _opt(False, "answer POST /payments only once the worker has acknowledged the payment's batch")
     # On by default: counting costs an add or two per request (bench/api_throughput.py
     # --compare-metrics measures it); off leaves the hot path as it was and /metrics answers 404.
-    metrics: str = _opt("on", "count requests and serve GET /metrics: on | off")
+    metrics: str = _opt("on", "count requests and serve GET /metrics on --metrics-listen: on | off")
+    # Never the public socket: NGINX proxies that one. A path (with a /) is a Unix socket.
+    metrics_listen: str = _opt("127.0.0.1:9102", "where GET /metrics is served: HOST:PORT, or a Unix socket path (empty: nowhere)")
+    # Empty disables purge (403): the contest's setup calls it without a token and ignores the failure.
+    admin_token: str = _opt("", "token that POST /purge-payments needs (Authorization: Bearer ...); empty: purge disabled",
+                            env="RINHA_ADMIN_TOKEN", secret=True)
+    link_secret: str = _opt("", "shared secret proven to the worker in the link's handshake (required)",
+                            env="RINHA_LINK_SECRET", secret=True)
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
         if self.metrics not in ("on", "off"):
             raise SystemExit("rinha: metrics must be on or off")
+        check_secret("RINHA_ADMIN_TOKEN", self.admin_token, required=False)
+        check_secret("RINHA_LINK_SECRET", self.link_secret, required=True)
+        check_listen(self.metrics_listen)
         _positive(self, "flush_interval_ms", "batch_max", "buffer_max", "max_body_bytes", "max_header_bytes",
                   "keepalive_timeout_s", "request_timeout_s", "max_connections", "summary_timeout_s",
                   "reconnect_max_backoff_s")
@@ -172,7 +200,10 @@ class WorkerConfig:
     compact_mb: float = _opt(64.0, "the journal is rewritten to its live records once it grows past this")
     # All interfaces: in Docker the scraper is another container on the backend network. No host
     # port is published, so nothing outside the deployment reaches it.
-    metrics_listen: str = _opt("0.0.0.0:9101", "HOST:PORT serving GET /metrics over HTTP (empty: off)")
+    metrics_listen: str = _opt("0.0.0.0:9101", "where GET /metrics is served: HOST:PORT, or a Unix socket path (empty: nowhere)")
+    # No default: a worker without it would take payments and purges from anyone who reaches the port.
+    link_secret: str = _opt("", "shared secret every API node must prove in the link's handshake (required)",
+                            env="RINHA_LINK_SECRET", secret=True)
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
@@ -190,8 +221,8 @@ class WorkerConfig:
         if self.policy not in POLICIES:
             raise SystemExit(f"rinha: policy must be one of {', '.join(POLICIES)}")
         split_host_port(self.listen)
-        if self.metrics_listen:
-            split_host_port(self.metrics_listen)
+        check_listen(self.metrics_listen)
+        check_secret("RINHA_LINK_SECRET", self.link_secret, required=True)
 
 
 @dataclass(frozen=True)
@@ -230,11 +261,27 @@ class StackConfig:
     run_dir: str = _opt("/tmp/rinha-stack", "where sockets, the rendered nginx.conf, pid files and the worker's journal go")
     nginx: str = _opt("nginx", "the NGINX binary")
     start_timeout_s: float = _opt(20.0, "how long to wait for every process to answer")
+    admin_token: str = _opt("", "admin token given to the API nodes (empty: a random one per run, see Stack.admin_token)",
+                            env="RINHA_ADMIN_TOKEN", secret=True)
+    link_secret: str = _opt("", "link secret given to the worker and the API nodes (empty: a random one per run)",
+                            env="RINHA_LINK_SECRET", secret=True)
     log_level: str = _opt("INFO", "logging level of the nodes")
 
     def check(self) -> None:
         _positive(self, "port", "worker_port", "worker_metrics_port", "default_port", "fallback_port",
                   "start_timeout_s")
+        check_secret("RINHA_ADMIN_TOKEN", self.admin_token, required=False)
+        check_secret("RINHA_LINK_SECRET", self.link_secret, required=False)
+
+
+def is_unix_path(address: str) -> bool:
+    """A listen address with a / in it is a Unix socket path; anything else is HOST:PORT."""
+    return "/" in address
+
+
+def check_listen(address: str) -> None:
+    if address and not is_unix_path(address):
+        split_host_port(address)
 
 
 def _positive(config: Any, *names: str) -> None:

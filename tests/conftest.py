@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import shutil
 import tempfile
 import socket
@@ -19,6 +21,13 @@ from rinha.config import StackConfig
 from rinha.stack.launcher import Stack
 
 TOKEN = {"X-Rinha-Token": "123"}
+# For nodes a test starts itself (a Stack makes its own): one random secret per test session.
+LINK_SECRET = secrets.token_urlsafe(32)
+
+
+def node_env(**extra: str) -> dict[str, str]:
+    """The environment of a node a test starts by hand: this session's link secret included."""
+    return {**os.environ, "RINHA_LINK_SECRET": LINK_SECRET, **extra}
 
 
 def free_port() -> int:
@@ -87,7 +96,7 @@ class StackClient:
         for url in (self.stack.default_url, self.stack.fallback_url):
             async with self.session.post(f"{url}/admin/purge-payments", headers=TOKEN) as response:
                 assert response.status == 200
-        async with self.session.post(f"{self.base}/purge-payments") as response:
+        async with self.session.post(f"{self.base}/purge-payments", headers=self.stack.admin_headers) as response:
             assert response.status == 200
 
     async def recorded(self) -> int:

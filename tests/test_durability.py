@@ -12,7 +12,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-from conftest import StackClient, eventually, free_port, new_id, running_stack
+from conftest import StackClient, eventually, free_port, new_id, node_env, running_stack
 
 
 def stored_ids(url: str) -> set[str]:
@@ -102,7 +102,8 @@ async def test_ack_mode_answers_only_what_the_worker_has(tmp_path):
     started: list[subprocess.Popen] = []
 
     def spawn(*argv: str) -> subprocess.Popen:
-        process = subprocess.Popen(rinha + list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(rinha + list(argv), env=node_env(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
         started.append(process)
         return process
 
@@ -112,7 +113,7 @@ async def test_ack_mode_answers_only_what_the_worker_has(tmp_path):
               "--fallback-url", f"http://127.0.0.1:{processor}", "--data-dir", str(tmp_path / "data"),
               "--metrics-listen", "")
         api = spawn("api", "--socket", str(tmp_path / "a.sock"), "--port", str(api_port),
-                    "--worker", f"127.0.0.1:{worker_port}", "--ack-mode", "on")
+                    "--worker", f"127.0.0.1:{worker_port}", "--ack-mode", "on", "--metrics-listen", "")
         base = f"http://127.0.0.1:{api_port}"
         async with aiohttp.ClientSession() as session:
             async def linked():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import eventually, free_port
+from conftest import LINK_SECRET, eventually, free_port
 from rinha.link import frames
 from rinha.link.client import LinkClient, LinkDown
-from rinha.link.server import LinkServerProtocol
+from rinha.link.server import LinkServer
 
 
 class Answering:
@@ -25,7 +25,7 @@ class Answering:
 
 
 def client_for(port: int, acks: list[int] | None = None) -> LinkClient:
-    return LinkClient("127.0.0.1", port, on_connected=lambda: None,
+    return LinkClient("127.0.0.1", port, secret=LINK_SECRET, on_connected=lambda: None,
                       on_ack=(acks.append if acks is not None else lambda seq: None), max_backoff_s=0.2)
 
 
@@ -37,7 +37,7 @@ async def test_a_request_waits_for_a_link_that_comes_back_within_its_timeout():
         asking = asyncio.ensure_future(client.request({"op": "summary"}, timeout_s=3.0))
         await asyncio.sleep(0.3)  # the worker is not there yet: the request must wait, not fail
         assert not asking.done()
-        server = await asyncio.get_running_loop().create_server(lambda: LinkServerProtocol(Answering()),
+        server = await asyncio.get_running_loop().create_server(LinkServer(Answering(), LINK_SECRET).protocol,
                                                                 "127.0.0.1", port)
         try:
             reply = await asking
@@ -88,7 +88,7 @@ async def test_a_peer_that_accepts_and_drops_does_not_cause_a_reconnect_storm():
 
 async def test_batches_are_acknowledged_over_a_real_connection():
     worker = Answering()
-    server = await asyncio.get_running_loop().create_server(lambda: LinkServerProtocol(worker), "127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(LinkServer(worker, LINK_SECRET).protocol, "127.0.0.1", 0)
     acks: list[int] = []
     client = client_for(server.sockets[0].getsockname()[1], acks)
     client.start()

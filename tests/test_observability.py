@@ -1,6 +1,6 @@
 """Metrics and logs of a real stack: they move with the payments, the faults and the link.
 
-The API nodes' `/metrics` is read over their Unix sockets, the worker's over HTTP; every page
+The API nodes' `/metrics` is read over their metrics sockets, the worker's over HTTP; every page
 goes through the strict reader in exposition.py. Log lines are read from the stack's output.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import shutil
 import socket
@@ -17,7 +18,7 @@ import tempfile
 
 import aiohttp
 import orjson
-from conftest import StackClient, answers_200, eventually, free_port, new_id, running_stack
+from conftest import LINK_SECRET, StackClient, answers_200, eventually, free_port, new_id, node_env, running_stack
 from exposition import Exposition, parse
 
 from rinha.config import WorkerConfig
@@ -36,7 +37,7 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> Exposition:
 
 
 async def api_metrics(stack, n: int) -> Exposition:
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=stack.socket_path(n))) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=stack.metrics_socket_path(n))) as session:
         return await scrape(session, "http://api/metrics")
 
 
@@ -117,9 +118,9 @@ async def test_counters_gauges_and_histograms_equal_what_was_posted_through_ngin
     await eventually(all_acknowledged)
 
 
-async def test_metrics_are_reachable_through_nginx_and_only_on_get_metrics(client: StackClient):
+async def test_metrics_are_served_on_the_nodes_own_listeners_only_on_get_metrics(client: StackClient):
     stack, session = client.stack, client.session
-    page = await scrape(session, f"{client.base}/metrics")
+    page = await api_metrics(stack, 1)
     assert page.types["rinha_api_payment_seconds"] == "histogram"
     assert page.types["rinha_api_requests_total"] == "counter"
     assert set(page.help) == set(page.types)
@@ -128,7 +129,8 @@ async def test_metrics_are_reachable_through_nginx_and_only_on_get_metrics(clien
         assert response.status == 404
     async with session.post(stack.worker_metrics_url) as response:
         assert response.status == 405
-    async with session.post(f"{client.base}/metrics") as response:
+    async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=stack.metrics_socket_path(2))) as own,
+                own.post("http://api/metrics") as response):
         assert response.status == 405
 
 
@@ -261,13 +263,14 @@ async def test_an_api_node_with_metrics_off_answers_404_on_metrics_and_still_tak
     port = free_port()
     node = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "rinha", "api", "--socket", f"{folder}/a.sock", "--port", str(port),
-        "--worker", f"127.0.0.1:{free_port()}", "--metrics", "off",
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        "--worker", f"127.0.0.1:{free_port()}", "--metrics", "off", "--metrics-listen", f"{folder}/m.sock",
+        env=node_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as session:
             await eventually(lambda: answers_200(session, f"http://127.0.0.1:{port}/healthcheck"))
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                 assert response.status == 404
+            assert not os.path.exists(f"{folder}/m.sock")  # nothing counted, so nothing served
             async with session.post(f"http://127.0.0.1:{port}/payments",
                                     json={"correlationId": new_id(), "amount": 1}) as response:
                 assert response.status == 202
@@ -276,7 +279,7 @@ async def test_an_api_node_with_metrics_off_answers_404_on_metrics_and_still_tak
         await asyncio.wait_for(node.wait(), 10)
         shutil.rmtree(folder, ignore_errors=True)
     bad = await asyncio.create_subprocess_exec(sys.executable, "-m", "rinha", "api", "--metrics", "maybe",
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                               env=node_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, stderr = await bad.communicate()
     assert bad.returncode != 0 and b"metrics must be on or off" in stderr
 
@@ -289,7 +292,7 @@ async def test_a_worker_whose_metrics_port_is_taken_logs_it_and_serves_the_link_
         link_port = free_port()
         nowhere = f"http://127.0.0.1:{free_port()}"
         config = WorkerConfig(listen=f"127.0.0.1:{link_port}", metrics_listen=f"127.0.0.1:{taken.getsockname()[1]}",
-                              default_url=nowhere, fallback_url=nowhere)
+                              default_url=nowhere, fallback_url=nowhere, link_secret=LINK_SECRET)
         stop = asyncio.Event()
         task = asyncio.create_task(serve_worker(config, stop))
 

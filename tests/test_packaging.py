@@ -79,13 +79,32 @@ def test_the_worker_keeps_its_journal_on_a_volume(compose):
                for volume in worker["volumes"])
 
 
+INTERPOLATION = re.compile(r"\$\{(\w+)(:[?-])?([^}]*)\}")
+
+
+def interpolate(value: str, environ: dict[str, str]) -> str:
+    """What `docker compose` makes of ${VAR}, ${VAR:-default} and ${VAR:?message}."""
+    def one(match: re.Match) -> str:
+        name, operator, rest = match.groups()
+        if environ.get(name):
+            return environ[name]
+        if operator == ":?":
+            raise LookupError(f"{name}: {rest}")
+        return rest if operator == ":-" else ""
+    return INTERPOLATION.sub(one, value)
+
+
 def test_commands_parse_with_the_cli_and_build_valid_configs(compose):
     parser = cli.parser()
+    deployer = {"RINHA_LINK_SECRET": "a" * 64}
     for service in compose["services"].values():
         if "build" not in service:
             continue
         args = parser.parse_args(service["command"])
-        settings = config.build(config.ROLES[args.role], args, environ=service.get("environment", {}))
+        environment = {k: interpolate(str(v), deployer) for k, v in service.get("environment", {}).items()}
+        settings = config.build(config.ROLES[args.role], args, environ=environment)
+        if args.role in ("api", "worker"):
+            assert settings.link_secret == "a" * 64
         if args.role == "api":
             host, port = config.split_host_port(settings.worker)
             worker_listen = compose["services"]["worker"]["environment"]["RINHA_WORKER_LISTEN"]
@@ -126,3 +145,29 @@ def test_the_docker_nginx_conf_keeps_what_the_contest_and_latency_need():
     assert "access_log off;" in conf
     assert re.search(r"upstream api \{[^}]*keepalive \d+;", conf, re.S)
     assert 'proxy_set_header Connection "";' in conf and "proxy_http_version 1.1;" in conf
+
+
+def test_the_link_secret_comes_from_the_deployer_and_nothing_carries_a_default(compose):
+    """Compose refuses to start without RINHA_LINK_SECRET; the image and the code have no value."""
+    for name, service in compose["services"].items():
+        if "build" not in service:
+            continue
+        raw = service["environment"]["RINHA_LINK_SECRET"]
+        assert raw.startswith("${RINHA_LINK_SECRET:?"), name
+        with pytest.raises(LookupError):
+            interpolate(raw, {})
+        # The admin token is optional: without one, purge answers 403.
+        if service["command"][0] == "api":
+            assert interpolate(service["environment"]["RINHA_ADMIN_TOKEN"], {}) == ""
+    assert "SECRET" not in (REPO / "Dockerfile").read_text()
+    assert config.WorkerConfig().link_secret == config.ApiConfig().link_secret == ""
+    for role in (config.WorkerConfig, config.ApiConfig):
+        with pytest.raises(SystemExit, match="RINHA_LINK_SECRET is not set"):
+            config.build(role, None, environ={})
+        with pytest.raises(SystemExit, match="at least 16"):
+            config.build(role, None, environ={"RINHA_LINK_SECRET": "short"})
+
+
+def test_the_nginx_conf_does_not_serve_metrics_on_the_public_port():
+    conf = (REPO / "nginx.conf").read_text()
+    assert re.search(r"location = /metrics \{[^}]*return 404", conf)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 
 import aiohttp
 import pytest
 
-from conftest import StackClient, answers_200, eventually, free_port, new_id
+from conftest import StackClient, answers_200, eventually, free_port, new_id, node_env
 
 
 async def test_thousand_payments_across_both_nodes_are_stored_exactly_once(client: StackClient):
@@ -170,7 +169,7 @@ async def test_payments_accepted_while_the_worker_is_stopped_are_delivered_once_
 async def test_payments_accepted_before_the_worker_ever_started_are_delivered(tmp_path):
     processor_port, worker_port, api_port = free_port(), free_port(), free_port()
     rinha = [sys.executable, "-m", "rinha"]
-    env = {**os.environ, "RINHA_API_LOG_LEVEL": "WARNING"}
+    env = node_env(RINHA_API_LOG_LEVEL="WARNING")
     started = []
 
     def spawn(*argv: str) -> subprocess.Popen:
@@ -181,7 +180,7 @@ async def test_payments_accepted_before_the_worker_ever_started_are_delivered(tm
     try:
         spawn("emulator", "--port", str(processor_port))
         spawn("api", "--socket", str(tmp_path / "a.sock"), "--port", str(api_port),
-              "--worker", f"127.0.0.1:{worker_port}")
+              "--worker", f"127.0.0.1:{worker_port}", "--metrics-listen", "")
         async with aiohttp.ClientSession() as session:
             base = f"http://127.0.0.1:{api_port}"
 

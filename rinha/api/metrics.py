@@ -1,6 +1,7 @@
 """The API node's metrics: what it answered, how fast it answered payments, what it holds.
 
-Served at `GET /metrics` on the node's own socket (NGINX passes it to one of the two nodes).
+Served at `GET /metrics` on the node's --metrics-listen (rinha/http/metrics_server.py), never on
+the public socket that NGINX proxies.
 The hot path is a 202 to `POST /payments`: it is recognised by identity (the prebuilt answer)
 and costs one add and one histogram observation on children resolved here, up front.
 """

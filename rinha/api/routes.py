@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 
 from rinha.api.buffer import PaymentBuffer
@@ -20,6 +21,11 @@ BUFFER_FULL = responses.json(503, {"error": "payment buffer full; retry shortly"
 HEALTHY_LINKED = responses.json(200, {"status": "ok", "link": "up"})
 HEALTHY_UNLINKED = responses.json(200, {"status": "ok", "link": "down"})
 NOT_FOUND = responses.error(404, "no such route")
+# Purge: 401 for a missing or wrong token (the client may retry with one), 403 when this node has
+# none configured (no token would do).
+UNAUTHORIZED = responses.json(401, {"error": "purge needs Authorization: Bearer <admin token>"},
+                              extra_headers=b'www-authenticate: Bearer realm="rinha"\r\n')
+PURGE_DISABLED = responses.error(403, "purge is disabled: this node has no admin token (RINHA_ADMIN_TOKEN)")
 WORKER_DOWN = responses.json(503, {"error": "worker unreachable; retry shortly"}, extra_headers=b"retry-after: 1\r\n")
 WORKER_TIMEOUT = responses.error(504, "worker did not answer in time")
 
@@ -28,7 +34,6 @@ ROUTES = {
     b"/payments-summary": b"GET",
     b"/purge-payments": b"POST",
     b"/healthcheck": b"GET",
-    b"/metrics": b"GET",
 }
 METHOD_NOT_ALLOWED = {
     path: responses.json(405, {"error": f"use {method.decode()}"}, extra_headers=b"allow: " + method + b"\r\n")
@@ -37,14 +42,17 @@ METHOD_NOT_ALLOWED = {
 
 
 class ApiApp:
-    __slots__ = ("buffer", "link", "summary_timeout_s", "ack_mode", "metrics", "answered")
+    """The public routes. `/metrics` is not one of them: it is served on --metrics-listen."""
+
+    __slots__ = ("buffer", "link", "summary_timeout_s", "ack_mode", "metrics", "answered", "admin_token")
 
     def __init__(self, buffer: PaymentBuffer, link: LinkClient, summary_timeout_s: float, ack_mode: bool = False,
-                 metrics: ApiMetrics | None = None) -> None:
+                 metrics: ApiMetrics | None = None, admin_token: str = "") -> None:
         self.buffer = buffer
         self.link = link
         self.summary_timeout_s = summary_timeout_s
         self.ack_mode = ack_mode
+        self.admin_token = admin_token.encode() or None
         # Without metrics the protocol finds no `answered` hook and counts nothing.
         self.metrics = metrics
         self.answered = metrics.answered if metrics is not None else None
@@ -62,7 +70,7 @@ class ApiApp:
                 return BUFFER_FULL if waiter is None else _accepted_once(waiter)
             return ACCEPTED if self.buffer.add(correlation_id, cents) else BUFFER_FULL
         expected = ROUTES.get(path)
-        if expected is None or (path == b"/metrics" and self.metrics is None):
+        if expected is None:
             return NOT_FOUND
         if method != expected:
             return METHOD_NOT_ALLOWED[path]
@@ -73,10 +81,22 @@ class ApiApp:
                 return responses.error(bad.status, bad.message)
             return self._ask_worker({"op": "summary", "from": start, "to": end})
         if path == b"/purge-payments":
-            return self._ask_worker({"op": "purge"})
-        if path == b"/metrics":
-            return self.metrics.page()
+            refusal = self._refuse_admin(headers)
+            return refusal if refusal is not None else self._ask_worker({"op": "purge"})
         return HEALTHY_LINKED if self.link.connected else HEALTHY_UNLINKED
+
+    def _refuse_admin(self, headers: dict[bytes, bytes] | None) -> bytes | None:
+        """None when the request carries this node's admin token; else the answer refusing it."""
+        if self.admin_token is None:
+            return PURGE_DISABLED
+        given = headers.get(b"authorization") if headers else None
+        if given is None:
+            return UNAUTHORIZED
+        scheme, _, credentials = given.strip().partition(b" ")
+        # compare_digest: the time taken says nothing about how much of the token was right.
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), self.admin_token):
+            return UNAUTHORIZED
+        return None
 
     async def _ask_worker(self, request: dict) -> bytes:
         if request["op"] == "summary":

@@ -10,6 +10,7 @@ from rinha.api.buffer import PaymentBuffer
 from rinha.api.metrics import ApiMetrics
 from rinha.api.routes import ACCEPTED, ROUTES, ApiApp
 from rinha.config import ApiConfig, split_host_port
+from rinha.http.metrics_server import MetricsServer
 from rinha.http.protocol import HttpProtocol, Limits, ServerState
 from rinha.lifecycle import run_until_signalled
 from rinha.link.client import LinkClient
@@ -27,13 +28,18 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
     flush_interval_s = 0.0 if config.ack_mode else config.flush_interval_ms / 1000
     buffer = PaymentBuffer(flush_interval_s=flush_interval_s, batch_max=config.batch_max, capacity=config.buffer_max)
     host, port = split_host_port(config.worker)
-    link = LinkClient(host, port, on_connected=buffer.on_connected, on_ack=buffer.on_ack,
+    link = LinkClient(host, port, secret=config.link_secret, on_connected=buffer.on_connected, on_ack=buffer.on_ack,
                       max_backoff_s=config.reconnect_max_backoff_s)
     buffer.link = link
     link.start()
 
     metrics = (ApiMetrics(buffer, link, routes=ROUTES, accepted=ACCEPTED) if config.metrics == "on" else None)
-    app = ApiApp(buffer, link, config.summary_timeout_s, ack_mode=config.ack_mode, metrics=metrics)
+    app = ApiApp(buffer, link, config.summary_timeout_s, ack_mode=config.ack_mode, metrics=metrics,
+                 admin_token=config.admin_token)
+    scrape = (MetricsServer(metrics.page, config.metrics_listen) if metrics is not None and config.metrics_listen
+              else None)
+    if scrape is not None and not await scrape.start():
+        scrape = None
     limits = Limits(max_body_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes,
                     keepalive_timeout_s=config.keepalive_timeout_s, request_timeout_s=config.request_timeout_s,
                     max_connections=config.max_connections)
@@ -53,13 +59,15 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
     if config.port:
         servers.append(await loop.create_server(protocol, "127.0.0.1", config.port, backlog=4096))
     log.info("API node started", extra={"event": "api_started", "socket": config.socket, "port": config.port or None,
-                                          "worker": config.worker, "metrics": config.metrics,
-                                          "ack_mode": config.ack_mode})
+                                          "worker": config.worker, "metrics_listen": scrape.address if scrape else None,
+                                          "ack_mode": config.ack_mode, "purge": config.admin_token != ""})
 
     await stop.wait()
     log.info("API node stopping", extra={"event": "api_stopping", "held": buffer.held})
     for server in servers:
         server.close()
+    if scrape is not None:
+        scrape.close()
     for connection in list(state.connections):
         connection.shutdown()
     buffer.flush()

@@ -67,7 +67,7 @@ class Limits:
     # Past this many open connections a new one gets 503 and is closed at once: file descriptors
     # and per-connection memory stay bounded whatever clients do.
     max_connections: int = 4096
-    # Only the emulator reads headers (X-Rinha-Token); the API node never pays to keep them.
+    # Only the emulator reads headers (X-Rinha-Token); the API node keeps Authorization alone.
     keep_headers: bool = False
     # Derived: a Content-Length with fewer digits than this cannot exceed max_body_bytes, so the
     # common small body is checked without an int().
@@ -205,8 +205,9 @@ class HttpProtocol(asyncio.Protocol):
         self.open_read = -1
         if self.answered is not None:
             self.began = perf_counter()
-        if self.limits.keep_headers:
-            self.headers = {}
+        # Without keep_headers only Authorization is kept (on_header): reset per request, so a
+        # token never carries over to the next request of a kept-alive (NGINX-shared) connection.
+        self.headers = {} if self.limits.keep_headers else None
 
     def on_url(self, url: bytes) -> None:
         self.head_size += len(url)
@@ -225,8 +226,11 @@ class HttpProtocol(asyncio.Protocol):
         if name_size == 14 and len(value) >= self.limits.max_body_digits and name.lower() == b"content-length":
             if int(value) > self.limits.max_body_bytes:
                 raise _Refused(responses.BODY_TOO_LARGE_CLOSE)
-        if self.headers is not None:
+        if self.limits.keep_headers:
             self.headers[name.lower()] = value
+        elif name_size == 13 and name.lower() == b"authorization":
+            # The admin routes need it; other headers cost one compare of a length already taken.
+            self.headers = {b"authorization": value}
 
     def on_body(self, chunk: bytes) -> None:
         self.body_size += len(chunk)

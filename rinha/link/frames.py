@@ -5,6 +5,10 @@ Kinds and payloads:
   ACK     worker -> api  {"seq": n}                  the batch is queued; never resend it
   REQUEST api -> worker  {"id": k, "op": "summary", "from": ms|null, "to": ms|null} | {"id": k, "op": "purge"}
   REPLY   worker -> api  {"id": k, "status": 200, "body": {...}}
+
+Before any of these, the handshake (rinha/link/handshake.py): HELLO worker -> api, PROOF api ->
+worker, WELCOME worker -> api. Those three are read one by one by the handshake itself, never by
+FrameDecoder, so once a connection is proven a handshake frame on it is a bad frame.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ ACK = 2
 REQUEST = 3
 REPLY = 4
 KINDS = frozenset((BATCH, ACK, REQUEST, REPLY))
+HELLO = 5
+PROOF = 6
+WELCOME = 7
 
 HEADER = struct.Struct("!IB")
 # A batch of 512 payments is ~30 KB; anything near this limit is a corrupt or hostile stream.

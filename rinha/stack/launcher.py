@@ -2,11 +2,17 @@
 
 Usable from the command line (runs until Ctrl-C or SIGTERM) and from Python (`Stack` is a context
 manager, used by the tests and the load-test runner). It stops exactly the processes it started.
+
+Each stack has its own secrets, given to its nodes through the environment (never argv, which
+`ps` shows): the link secret, and the admin token that `POST /purge-payments` needs. Both are
+random per Stack unless the config names them; Python users read `stack.admin_token` (and
+`stack.admin_headers`), the command line prints the token.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -66,6 +72,17 @@ class Stack:
     stand_in: list[str] | None = None
     children: list[Child] = field(default_factory=list)
     died: list[str] = field(default_factory=list)
+    admin_token: str = field(init=False, repr=False)
+    link_secret: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.admin_token = self.config.admin_token or secrets.token_urlsafe(32)
+        self.link_secret = self.config.link_secret or secrets.token_urlsafe(32)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The header that authorises `POST /purge-payments` on this stack."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     @property
     def run_dir(self) -> Path:
@@ -90,6 +107,10 @@ class Stack:
     def socket_path(self, n: int) -> str:
         return str(self.run_dir / f"api{n}.sock")
 
+    def metrics_socket_path(self, n: int) -> str:
+        """API node n's GET /metrics (--metrics-listen): a socket of its own, which NGINX never proxies."""
+        return str(self.run_dir / f"api{n}-metrics.sock")
+
     def by_name(self, name: str) -> Child:
         return next(child for child in self.children if child.name == name)
 
@@ -103,8 +124,8 @@ class Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o755)
         _check_reachable_by_others(self.run_dir)
-        if len(os.fsencode(self.socket_path(1))) > MAX_SOCKET_PATH:
-            raise StackError(f"{self.socket_path(1)} is too long for a Unix socket; choose a shorter --run-dir")
+        if len(os.fsencode(self.metrics_socket_path(1))) > MAX_SOCKET_PATH:
+            raise StackError(f"{self.metrics_socket_path(1)} is too long for a Unix socket; choose a shorter --run-dir")
         cfg = self.config
         level = self.node_log_level or cfg.log_level
         rinha = [self.python, "-m", "rinha"]
@@ -140,8 +161,8 @@ class Stack:
             behind = "NGINX's own constant answers (the latency floor)"
         self.log(f"[stack] up: http://127.0.0.1:{cfg.port} -> {behind}; "
                  f"default {self.default_url}, fallback {self.fallback_url}"
-                 + (f"; metrics: GET /metrics on each API socket (or via :{cfg.port}), {self.worker_metrics_url}"
-                    if self.with_nodes else ""))
+                 + (f"; metrics: GET /metrics on {self.metrics_socket_path(1)}, {self.metrics_socket_path(2)} "
+                    f"and {self.worker_metrics_url}" if self.with_nodes else ""))
         return self
 
     def stop(self) -> None:
@@ -195,6 +216,7 @@ class Stack:
         link_port = cfg.link_port or cfg.worker_port
         for n in (1, 2):
             self._spawn(f"api{n}", rinha + ["api", "--socket", self.socket_path(n), "--name", f"api{n}",
+                                            "--metrics-listen", self.metrics_socket_path(n),
                                             "--worker", f"127.0.0.1:{link_port}", "--log-level", level])
         self._wait_ready(lambda: answers_http(("127.0.0.1", cfg.worker_port), None), "worker")
         for n in (1, 2):
@@ -217,7 +239,9 @@ class Stack:
         self._launch(child)
 
     def _launch(self, child: Child) -> None:
-        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        # The stack's secrets first, so a test can give one node a wrong one through extra_env.
+        env = {**os.environ, "RINHA_LINK_SECRET": self.link_secret, "RINHA_ADMIN_TOKEN": self.admin_token,
+               **self.extra_env, "PYTHONUNBUFFERED": "1"}
         child.process = subprocess.Popen(child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         child.pump = threading.Thread(target=self._pump, args=(child, child.process), daemon=True,
@@ -271,6 +295,8 @@ def run(config: StackConfig) -> int:
     except StackError as exc:
         print(f"rinha stack: {exc}", file=sys.stderr)
         return 1
+    if not config.admin_token:  # one it made: say it, or nobody could purge this stack
+        stack.log(f"[stack] admin token of this run (POST /purge-payments): {stack.admin_token}")
     stack.log("[stack] running; Ctrl-C stops everything")
     stopping.wait()
     stack.log("[stack] stopping")

@@ -1,4 +1,4 @@
-"""The worker's metrics, and the small HTTP server that answers `GET /metrics` (--metrics-listen).
+"""The worker's metrics, served by rinha/http/metrics_server.py on `--metrics-listen`.
 
 Most values are read at scrape time from what the worker keeps anyway (the queue, the calls in
 flight, each circuit, the ledger, counters on the router and the worker). Only the calls'
@@ -8,21 +8,14 @@ children resolved here up front.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 from typing import TYPE_CHECKING
 
-from rinha.config import split_host_port
-from rinha.http import responses
-from rinha.http.protocol import HttpProtocol, Limits, ServerState
 from rinha.metrics import Family, Registry
 from rinha.worker.processors import Outcome
 
 if TYPE_CHECKING:
     from rinha.worker.server import Worker
-
-log = logging.getLogger(__name__)
 
 # From a call that hit a warm connection (~1 ms) to the 10 s ceiling of --request-timeout-s.
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -87,52 +80,3 @@ def waiting(worker: Worker) -> int:
     as much as a queued one does. Calls in flight are not waiting."""
     in_flight = sum(len(view.in_flight) for view in worker.router.views.values())
     return len(worker.queue) + len(worker.dispatcher.held) - in_flight
-
-
-NOT_FOUND = responses.error(404, "no such route; try GET /metrics")
-METHOD_NOT_ALLOWED = responses.json(405, {"error": "use GET"}, extra_headers=b"allow: GET\r\n")
-
-
-class MetricsApp:
-    """GET /metrics and nothing else, served by the same HTTP protocol as the API nodes."""
-
-    __slots__ = ("registry",)
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-
-    def handle(self, method, path, query, body, headers):
-        if path != b"/metrics":
-            return NOT_FOUND
-        if method != b"GET":
-            return METHOD_NOT_ALLOWED
-        return self.registry.page()
-
-
-class MetricsServer:
-    """The listener of `--metrics-listen`; a few scrapers at most, so small limits."""
-
-    def __init__(self, registry: Registry, address: str) -> None:
-        self.app = MetricsApp(registry)
-        self.address = address
-        self.limits = Limits(max_body_bytes=1024, max_connections=64)
-        self.state = ServerState()
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> bool:
-        """Listens; False (logged) when it cannot. Payments matter more than metrics: the worker runs on."""
-        host, port = split_host_port(self.address)
-        try:
-            self.server = await asyncio.get_running_loop().create_server(
-                lambda: HttpProtocol(self.app, self.limits, self.state), host, port)
-        except OSError as exc:
-            log.error("metrics not served", extra={"event": "metrics_unavailable", "listen": self.address,
-                                                   "error": repr(exc)})
-            return False
-        return True
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for connection in list(self.state.connections):
-            connection.shutdown()

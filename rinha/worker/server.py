@@ -7,12 +7,13 @@ import logging
 
 from rinha.config import WorkerConfig, split_host_port
 from rinha.lifecycle import run_until_signalled
-from rinha.link.server import LinkServerProtocol
+from rinha.http.metrics_server import MetricsServer
+from rinha.link.server import LinkServer
 from rinha.worker.dispatcher import Dispatcher
 from rinha.worker.health import HealthPoller
 from rinha.worker.journal import Journal, NullJournal
 from rinha.worker.ledger import Ledger
-from rinha.worker.metrics import MetricsServer, WorkerMetrics
+from rinha.worker.metrics import WorkerMetrics
 from rinha.worker.processors import ProcessorClient
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import ProcessorView, Router, make_policy
@@ -148,13 +149,15 @@ class Worker:
 
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
     worker = Worker(config)
+    # Before anything starts: a worker without the secret would serve anyone who reaches the port.
+    link = LinkServer(worker, config.link_secret)
     await worker.start()
     # Before the link: once the link port answers (the launcher's and the HEALTHCHECK's sign of
     # life), so do the metrics.
-    metrics = MetricsServer(worker.metrics.registry, config.metrics_listen) if config.metrics_listen else None
+    metrics = MetricsServer(worker.metrics.registry.page, config.metrics_listen) if config.metrics_listen else None
     metrics_up = metrics is not None and await metrics.start()
     host, port = split_host_port(config.listen)
-    server = await asyncio.get_running_loop().create_server(lambda: LinkServerProtocol(worker), host, port)
+    server = await asyncio.get_running_loop().create_server(link.protocol, host, port)
     log.info("worker started", extra={"event": "worker_started", "listen": f"{host}:{port}",
                                       "metrics_listen": config.metrics_listen if metrics_up else None,
                                       "default_url": config.default_url, "fallback_url": config.fallback_url,
