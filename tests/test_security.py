@@ -20,6 +20,8 @@ import orjson
 from conftest import LINK_SECRET, StackClient, answers_200, eventually, free_port, new_id, node_env
 from exposition import parse
 from fakes import FakeTransport
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rinha.api.buffer import PaymentBuffer
 from rinha.api.routes import PURGE_DISABLED, UNAUTHORIZED, ApiApp
@@ -27,6 +29,7 @@ from rinha.http.protocol import HttpProtocol, Limits, ServerState
 from rinha.link import frames, handshake
 from rinha.link.client import LinkClient, LinkDown
 from rinha.link.handshake import HANDSHAKE_TIMEOUT_S
+from rinha.link.server import LinkServer
 
 # The worker must close a connection that has not proven the secret within a second; allow for a
 # loaded machine on top of that.
@@ -150,6 +153,95 @@ async def test_metrics_answer_404_through_nginx_in_every_spelling(client: StackC
         async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(
                     path=client.stack.metrics_socket_path(n))) as own, own.get("http://api/metrics") as response):
             assert response.status == 200 and "rinha_api_requests_total" in await response.text()
+
+
+# The link's handshake without sockets first: any bytes, any splits
+
+
+class LinkTransport(FakeTransport):
+    def abort(self) -> None:
+        self.close()
+
+
+class Recorder:
+    """A worker that notes whatever reaches it: in these tests, nothing may."""
+
+    def __init__(self) -> None:
+        self.accepted: list = []
+        self.asked: list = []
+
+    def accept(self, payments):
+        self.accepted.append(payments)
+
+    async def answer(self, request):
+        self.asked.append(request)
+        return 200, {}
+
+
+SECRET = b"s" * 32
+FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=70),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                               st.sampled_from(["seq", "payments", "id", "op", "nonce", "mac", "v"]), inner, max_size=4),
+                           max_leaves=8)
+any_frame = st.builds(frames.encode, st.sampled_from([*sorted(frames.KINDS), frames.HELLO, frames.PROOF,
+                                                      frames.WELCOME, 0, 200]), json_values)
+proof_shaped = st.builds(lambda n, m: frames.encode(frames.PROOF, {"nonce": n.hex(), "mac": m.hex()}),
+                         st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
+streams = st.one_of(st.binary(max_size=600), st.lists(any_frame, min_size=1, max_size=4).map(b"".join),
+                    st.tuples(proof_shaped, st.lists(any_frame, max_size=2).map(b"".join)).map(b"".join))
+
+
+def split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = [0, *sorted(set(c for c in cuts if 0 < c < len(stream))), len(stream)]
+    return [stream[a:b] for a, b in zip(points, points[1:])]
+
+
+async def serve_link(pieces: list[bytes]) -> tuple[LinkTransport, Recorder, object]:
+    worker = Recorder()
+    protocol = LinkServer(worker, SECRET.decode()).protocol()
+    transport = LinkTransport()
+    protocol.connection_made(transport)
+    for piece in pieces:
+        if transport.closed:
+            break
+        protocol.data_received(piece)
+    await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return transport, worker, protocol
+
+
+@FUZZ
+@given(streams, st.lists(st.integers(0, 700), max_size=6))
+def test_no_byte_stream_without_the_secret_reaches_the_worker(stream, cuts):
+    async def case():
+        transport, worker, protocol = await serve_link(split(stream, cuts))
+        assert worker.accepted == [] and worker.asked == []
+        assert transport.writes == [handshake.hello(protocol.nonce)]  # no WELCOME, ACK or REPLY
+        if not transport.closed:  # still waiting: only ever for the rest of one small PROOF frame
+            assert len(protocol.decoder.buffer) <= frames.HEADER.size + handshake.MAX_HANDSHAKE_FRAME
+            assert len(stream) < frames.HEADER.size or stream[4] == frames.PROOF
+    asyncio.run(case())
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(st.integers(0, 200), st.data())
+def test_a_valid_proof_in_any_pieces_opens_the_link(cut, data):
+    async def case():
+        worker = Recorder()
+        protocol = LinkServer(worker, SECRET.decode()).protocol()
+        transport = LinkTransport()
+        protocol.connection_made(transport)
+        api_nonce = handshake.new_nonce()
+        proof = handshake.proof(SECRET, protocol.nonce, api_nonce)
+        for piece in split(proof, data.draw(st.lists(st.integers(0, len(proof)), max_size=5))):
+            protocol.data_received(piece)
+        assert not transport.closed and protocol.proven
+        assert transport.writes[1] == handshake.welcome(SECRET, protocol.nonce, api_nonce)
+        protocol.data_received(frames.encode(frames.BATCH, {"seq": 1, "payments": [["a", 1]]}))
+        assert worker.accepted == [[["a", 1]]]
+        protocol.connection_lost(None)
+    asyncio.run(case())
 
 
 # The link: raw TCP clients on the worker's port

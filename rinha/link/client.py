@@ -183,11 +183,11 @@ class _LinkProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if not self.ready.done():
-            self._handshake(data)
+        if not self.linked:  # one attribute test per read once linked: the hot path as before
+            if not self.ready.done():
+                self._handshake(data)
+            # else: handshake done, the client not yet told; the worker sends nothing unasked
             return
-        if not self.linked:
-            return  # handshake done, the client not yet told; the worker sends nothing unasked
         try:
             for kind, payload in self.decoder.feed(data):
                 self.client._frame_received(kind, payload)
