@@ -18,7 +18,7 @@ RUN pip install --no-index --find-links=/wheels rinha \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rinha \
     && mkdir -p /run/rinha /data \
     && chown rinha:rinha /run/rinha /data
-# The API nodes' Unix sockets, and the worker's journal: named volumes mounted here start with
+# The API nodes' Unix sockets, and the worker's store: named volumes mounted here start with
 # this owner.
 VOLUME ["/run/rinha", "/data"]
 USER rinha

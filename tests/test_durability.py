@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -67,10 +68,13 @@ async def test_a_call_in_flight_at_the_crash_is_resent_with_the_same_requested_a
         await client.processor_admin("default", "delay", 1500)
         correlation_id = new_id()
         assert await client.pay(correlation_id) == 202
-        journal = own_stack.worker_data_dir / "journal.jsonl"
+        database = own_stack.worker_data_dir / "rinha.sqlite3"
 
-        async def intent_written():
-            return journal.exists() and b'["I"' in journal.read_bytes()
+        async def intent_written():  # read as another process would, beside the running worker
+            if not database.exists():
+                return False
+            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+                return db.execute("SELECT count(*) FROM payments WHERE processor IS NOT NULL").fetchone()[0] == 1
 
         await eventually(intent_written)
         own_stack.stop_child("worker", signal.SIGKILL)  # the processor will store it anyway

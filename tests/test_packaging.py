@@ -72,7 +72,7 @@ def test_networks_are_bridges_and_the_worker_reaches_the_processors(compose):
     assert command[command.index("--fallback-url") + 1] == "http://payment-processor-fallback:8080"
 
 
-def test_the_worker_keeps_its_journal_on_a_volume(compose):
+def test_the_worker_keeps_its_store_on_a_volume(compose):
     worker = compose["services"]["worker"]
     data_dir = worker["environment"]["RINHA_DATA_DIR"]
     assert any(volume.endswith(f":{data_dir}") and volume.split(":")[0] in compose["volumes"]

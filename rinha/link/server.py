@@ -107,7 +107,7 @@ class LinkServerProtocol(asyncio.Protocol):
                     ack = frames.encode(frames.ACK, {"seq": payload["seq"]})
                     if durable is None:
                         self.transport.write(ack)
-                    else:  # the journal must reach the disk first (fsync policy `always`)
+                    else:  # the store commits the batch first
                         self._spawn(self._ack_when_durable(durable, ack))
                 elif kind == frames.REQUEST:
                     self._spawn(self._answer(payload))

@@ -129,7 +129,7 @@ class Stack:
         cfg = self.config
         level = self.node_log_level or cfg.log_level
         rinha = [self.python, "-m", "rinha"]
-        # A new stack is a new deployment: a journal left by an earlier one would replay its
+        # A new stack is a new deployment: a store left by an earlier one would bring its
         # payments into this one. Restarts of the worker within this stack keep it.
         shutil.rmtree(self.worker_data_dir, ignore_errors=True)
         try:

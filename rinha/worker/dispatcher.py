@@ -1,9 +1,9 @@
 """The senders: a fixed number of tasks that take payments off the queue and pay them.
 
-A payment leaves the worker only through the ledger: a stored outcome records it; any other
+A payment leaves the worker only through the store: a stored outcome records it; any other
 outcome puts it back at the front of the queue (pinned to its processor if it may be stored).
 A sender holding a payment that has no route yet waits for the router to change its mind.
-Each step is journaled before it is acted on: the pin before the call, the outcome after it.
+The pin is durable in the store before the call; the outcome is told to the store after it.
 """
 
 from __future__ import annotations
@@ -12,27 +12,23 @@ import asyncio
 import logging
 
 from rinha import clock
-from rinha.worker.journal import Journal, NullJournal
-from rinha.worker.ledger import Ledger
 from rinha.worker.metrics import CallMeters
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import Router
+from rinha.worker.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, queue: PaymentQueue, router: Router, ledger: Ledger, *, senders: int,
-                 journal: Journal | NullJournal | None = None, call_meters: dict[str, CallMeters] | None = None) -> None:
+    def __init__(self, queue: PaymentQueue, router: Router, store: Store, *, senders: int,
+                 call_meters: dict[str, CallMeters] | None = None) -> None:
         self.queue = queue
         self.router = router
-        self.ledger = ledger
+        self.store = store
         self.senders = senders
-        self.journal = journal or NullJournal()
         self.call_meters = call_meters    # by processor name; None counts nothing
         self.held: set[Payment] = set()     # taken off the queue by a sender, not yet recorded
-        # What the ledger holds, by correlationId: (processor, requestedAt ms, cents).
-        self.done: dict[str, tuple[str, int, int]] = {}
         self._settled = asyncio.Event()      # pulsed whenever a call ends, for summary waits
         self._tasks: list[asyncio.Task] = []
 
@@ -63,8 +59,7 @@ class Dispatcher:
             if payment.processor is None:
                 payment.processor = view.name
                 payment.requested_at = clock.now_ms()
-                self.journal.intent(payment)
-                await self.journal.durable()  # returns at once unless the policy is `always`
+                await self.store.intent(payment)  # durable before the call: a crash remembers the pin
             payment.attempts += 1
             view.started(payment, loop.time())
             outcome, elapsed = await view.client.pay(payment, view.timeout_s())
@@ -73,23 +68,14 @@ class Dispatcher:
             router.finished(view, payment, outcome, elapsed, loop.time())
             self.held.discard(payment)
             if outcome.stored:
-                self.journal.stored(payment)
-                self.record(payment)
+                await self.store.stored(payment)
             else:
                 if not outcome.maybe_stored:
-                    self.journal.failed(payment)
+                    await self.store.failed(payment)
                     payment.unpin()
                 self.queue.put_front(payment)
             self._settled.set()
             self._settled.clear()
-
-    def record(self, payment: Payment) -> None:
-        self.ledger.record(payment.processor, payment.requested_at, payment.cents)
-        self.done[payment.correlation_id] = (payment.processor, payment.requested_at, payment.cents)
-
-    def owed_payments(self) -> list[Payment]:
-        """Every payment not yet recorded, oldest first: what a journal compaction must keep."""
-        return sorted([*self.queue, *self.held], key=lambda p: p.accepted_at)
 
     def in_flight_within(self, start: int | None, end: int | None) -> int:
         return sum(1 for view in self.router.views.values() for p in view.in_flight

@@ -67,6 +67,15 @@ class TimeSeriesTotals:
         self.chunk_cents.insert(i + 1, upper_sum)
         self.chunk_cents[i] -= upper_sum
 
+    def drop_before(self, ms: int) -> int | None:
+        """Forgets whole chunks whose entries are all older than `ms`; returns the newest time
+        forgotten (None if nothing was), so the caller knows from when on the series is whole."""
+        newest = None
+        while len(self.times) > 1 and self.times[0][-1] < ms:
+            newest = self.times[0][-1]
+            del self.starts[0], self.times[0], self.cents[0], self.chunk_counts[0], self.chunk_cents[0]
+        return newest
+
     def totals(self, start: int | None, end: int | None) -> tuple[int, int]:
         """(count, cents) of entries with start <= ms <= end; None is unbounded."""
         if not self.times:

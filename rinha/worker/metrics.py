@@ -64,8 +64,8 @@ class WorkerMetrics:
             self.calls[name] = CallMeters(calls, seconds, name)
             circuit.labels(name).fn = view.circuit_state
             failing.labels(name).fn = lambda view=view: math.nan if view.health_failing is None else int(view.health_failing)
-            # By name at scrape time: a purge gives the ledger new series.
-            ledger.labels(name).fn = lambda name=name: len(worker.ledger.series[name])
+            # By name at scrape time.
+            ledger.labels(name).fn = lambda name=name: worker.store.stored_count(name)
         registry.counter("rinha_worker_fallback_decisions_total", "Payments the routing policy sent to fallback.",
                          fn=lambda: router.fallback_decisions)
         registry.counter("rinha_worker_accepted_total", "Payments accepted from the API nodes (new correlationIds).",

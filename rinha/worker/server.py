@@ -11,19 +11,17 @@ from rinha.http.metrics_server import MetricsServer
 from rinha.link.server import LinkServer
 from rinha.worker.dispatcher import Dispatcher
 from rinha.worker.health import HealthPoller
-from rinha.worker.journal import Journal, NullJournal
-from rinha.worker.ledger import Ledger
 from rinha.worker.metrics import WorkerMetrics
 from rinha.worker.processors import ProcessorClient
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import ProcessorView, Router, make_policy
+from rinha.worker.store import open_store
+from rinha.worker.store.base import summary_body
 
 log = logging.getLogger(__name__)
 
 # A health answer slower than this is not worth waiting for: the next poll comes anyway.
 HEALTH_TIMEOUT_S = 3.0
-# How often the journal's size is looked at (compaction runs on the event loop, so rarely).
-COMPACTION_CHECK_S = 10.0
 
 
 class Worker:
@@ -32,7 +30,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.queue = PaymentQueue()
-        self.ledger = Ledger()
+        self.store = open_store(config)
         self.clients = [ProcessorClient(name, url, connections=config.senders, timeout_s=config.request_timeout_s)
                         for name, url in (("default", config.default_url), ("fallback", config.fallback_url))]
         views = [ProcessorView(client, failure_threshold=config.failure_threshold,
@@ -49,25 +47,20 @@ class Worker:
         self.accepted = 0
         self.duplicates = 0
         self.metrics = WorkerMetrics(self)
-        self.journal = (Journal(config.data_dir, fsync=config.fsync, fsync_interval_ms=config.fsync_interval_ms,
-                                compact_bytes=int(config.compact_mb * 1024 * 1024))
-                        if config.data_dir else NullJournal())
-        self.dispatcher = Dispatcher(self.queue, self.router, self.ledger, senders=config.senders,
-                                     journal=self.journal, call_meters=self.metrics.calls)
-        # Every correlationId accepted and not purged: queued, in flight or recorded.
-        self.seen: set[str] = set()
-        self._compactor: asyncio.Task | None = None
+        self.dispatcher = Dispatcher(self.queue, self.router, self.store, senders=config.senders,
+                                     call_meters=self.metrics.calls)
 
     async def start(self) -> None:
         if not self.config.data_dir:
-            log.warning("no --data-dir: the queue and the ledger live in memory only; a crash loses them",
-                        extra={"event": "journal_off"})
-        self.restore()
+            log.warning("no --data-dir: the store is in a temporary folder; a crash loses the queue and the ledger",
+                        extra={"event": "store_ephemeral"})
+        owed = await self.store.open()  # only what is still owed: the history stays on disk
+        for payment in owed:
+            self.queue.put(payment)
         if self.config.data_dir:
-            log.info("worker restored", extra={"event": "worker_restored", "owed": len(self.queue),
-                                               "pinned": sum(1 for p in self.queue if p.processor),
-                                               "stored": len(self.dispatcher.done)})
-            self._compactor = asyncio.get_running_loop().create_task(self._compact_when_large())
+            log.info("worker restored", extra={"event": "worker_restored", "owed": len(owed),
+                                               "pinned": sum(1 for p in owed if p.processor),
+                                               "stored": sum(self.store.stored_count(name) for name in self.router.views)})
         for client in self.clients:
             await client.start()
         self.router.start()
@@ -75,76 +68,42 @@ class Worker:
             poller.start()
         self.dispatcher.start()
 
-    def restore(self) -> None:
-        """Replays the journal: the ledger as it was, and every payment still owed, pins included."""
-        state = self.journal.open()
-        for correlation_id, processor, requested_at, cents in state.stored:
-            self.ledger.record(processor, requested_at, cents)
-            self.dispatcher.done[correlation_id] = (processor, requested_at, cents)
-            self.seen.add(correlation_id)
-        for payment in state.owed:
-            self.seen.add(payment.correlation_id)
-            self.queue.put(payment)
-
-    async def _compact_when_large(self) -> None:
-        while True:
-            await asyncio.sleep(COMPACTION_CHECK_S)
-            if self.journal.needs_compaction():
-                stored = [(cid, *entry) for cid, entry in self.dispatcher.done.items()]
-                self.journal.compact(self.dispatcher.owed_payments(), stored)
-
     async def stop(self) -> None:
-        if self._compactor is not None:
-            self._compactor.cancel()
-            await asyncio.gather(self._compactor, return_exceptions=True)
         await self.dispatcher.stop()
         for poller in self.health:
             await poller.stop()
         await self.router.stop()
         for client in self.clients:
             await client.close()
-        await self.journal.close()
+        await self.store.close()
         if len(self.queue):
             log.log(logging.INFO if self.config.data_dir else logging.ERROR, "worker stopped with payments not yet paid",
                     extra={"event": "worker_stopped_owing", "owed": len(self.queue),
-                           "kept_in_journal": bool(self.config.data_dir)})
+                           "kept_in_store": bool(self.config.data_dir)})
 
     # LinkHandler
 
     def accept(self, payments: list):
         """Queues the new payments of a batch; the ACK may go once the returned awaitable is done."""
-        seen = self.seen
-        fresh = []
-        for correlation_id, cents in payments:
-            if correlation_id in seen:
-                continue  # a resent batch, or the same payment posted twice: charge once
-            seen.add(correlation_id)
-            fresh.append(Payment(correlation_id, cents))
+        return self._accept(payments)
+
+    async def _accept(self, payments: list) -> None:
+        fresh = await self.store.accept(payments)  # durable on return; repeats are dropped
         self.accepted += len(fresh)
         self.duplicates += len(payments) - len(fresh)
-        if fresh:
-            self.journal.accepted(fresh)
-            for payment in fresh:
-                self.queue.put(payment)
-        return self.journal.durable() if self.journal.fsync == "always" else None
+        for payment in fresh:
+            self.queue.put(payment)
 
     async def answer(self, request: dict) -> tuple[int, object]:
         op = request.get("op")
         if op == "summary":
             start, end = request.get("from"), request.get("to")
             await self.dispatcher.settle(start, end, self.config.settle_timeout_ms / 1000)
-            return 200, self.ledger.summary(start, end)
+            return 200, summary_body(await self.store.summary(start, end))
         if op == "purge":
-            self.purge()
+            await self.store.purge()
             return 200, {"message": "ledger purged"}
         return 400, {"error": f"unknown operation {op!r}"}
-
-    def purge(self) -> None:
-        """Empties the ledger and forgets recorded correlationIds; payments still owed stay owed."""
-        self.journal.purged()
-        self.ledger.purge()
-        self.seen.difference_update(self.dispatcher.done)
-        self.dispatcher.done.clear()
 
 
 async def serve(config: WorkerConfig, stop: asyncio.Event) -> None:
