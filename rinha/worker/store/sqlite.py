@@ -68,8 +68,7 @@ class SqliteStore(Store):
         if sync not in SYNC_POLICIES:
             raise ValueError(f"sync policy must be one of {SYNC_POLICIES}")
         self.ephemeral = directory is None
-        self.directory = Path(tempfile.mkdtemp(prefix="rinha-worker-") if directory is None else directory)
-        self.path = self.directory / DATABASE
+        self.directory = None if directory is None else Path(directory)  # made by open() when None
         self.sync = sync
         self.commit_interval_s = commit_interval_ms / 1000
         self.cache_kib = int(cache_mb * 1024)
@@ -83,7 +82,13 @@ class SqliteStore(Store):
         self._committed: asyncio.Future | None = None   # resolved by the next commit
         self.commits = 0
 
+    @property
+    def path(self) -> Path:
+        return self.directory / DATABASE
+
     async def open(self) -> list[Payment]:
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="rinha-worker-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         conn = self.conn = sqlite3.connect(self.path, isolation_level="DEFERRED")
         conn.execute("PRAGMA journal_mode = WAL")
