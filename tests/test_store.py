@@ -22,6 +22,7 @@ def pin(p: Payment, processor: str, ms: int) -> Payment:
 async def reopened(store: SqliteStore, **settings) -> tuple[SqliteStore, list[Payment]]:
     """Closes nothing: the old connection is dropped as a killed process would leave it."""
     store._commit_at.cancel()
+    store._stop_checkpoints.set()
     store.conn = None  # no final commit, no close: only what was committed survives
     fresh = SqliteStore(str(store.directory), **settings)
     return fresh, await fresh.open()

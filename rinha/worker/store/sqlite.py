@@ -9,6 +9,8 @@ since the last commit: `accept` and `intent` wait for that commit (group commit:
 write made meanwhile), `stored` and `failed` only make sure it comes. Once committed, a write is
 in the OS (kill -9 loses nothing); `sync` says when it reaches the disk: `full` fsyncs every
 commit, `normal` at WAL checkpoints (a power cut may lose the last commits), `off` never.
+Checkpoints (copying the WAL into the database, and with `normal` the fsync) run in a thread of
+their own on a connection of their own, once a second, so the event loop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import shutil
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 
 from rinha.worker.queue import Payment
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SYNC_POLICIES = ("full", "normal", "off")
 DATABASE = "rinha.sqlite3"
+CHECKPOINT_INTERVAL_S = 1.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -81,6 +85,8 @@ class SqliteStore(Store):
         self._commit_at: asyncio.TimerHandle | None = None
         self._committed: asyncio.Future | None = None   # resolved by the next commit
         self.commits = 0
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     @property
     def path(self) -> Path:
@@ -94,6 +100,7 @@ class SqliteStore(Store):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
         conn.execute(f"PRAGMA cache_size = -{self.cache_kib}")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it, off the loop
         conn.executescript(SCHEMA)
         owed = []
         for cid, cents, processor, requested_at in conn.execute(
@@ -108,6 +115,8 @@ class SqliteStore(Store):
             self.counts[PROCESSORS[processor]] = count
         newest = conn.execute("SELECT max(requested_at) FROM payments WHERE stored = 1").fetchone()[0]
         self.recent.reset(0 if newest is None else newest + 1)
+        self._checkpointer = threading.Thread(target=self._checkpoint_every_interval, name="store-checkpoints", daemon=True)
+        self._checkpointer.start()
         log.info("store opened", extra={"event": "store_opened", "path": str(self.path), "owed": len(owed),
                                         "pinned": sum(1 for p in owed if p.processor), "stored": sum(self.counts.values())})
         return owed
@@ -192,6 +201,19 @@ class SqliteStore(Store):
         if committed is not None:
             committed.set_result(None)
 
+    def _checkpoint_every_interval(self) -> None:
+        """A PASSIVE checkpoint never blocks the writer: it copies what no reader needs and stops."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # busy or I/O: the next round tries again; the WAL keeps all
+                    log.warning("store checkpoint failed", extra={"event": "store_checkpoint_failed", "error": repr(exc)})
+        finally:
+            conn.close()
+
     # Reading
 
     async def summary(self, start: int | None, end: int | None) -> dict[str, tuple[int, int]]:
@@ -219,6 +241,10 @@ class SqliteStore(Store):
         if self._commit_at is not None:
             self._commit_at.cancel()
         self._commit()
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
         self.conn = None
         if self.ephemeral:
