@@ -6,6 +6,9 @@ once, up front (`family.labels(...)`), and counting is plain arithmetic on it (`
 `histogram.observe(s)`); nothing is formatted until a scrape. A value the code keeps anyway (a
 queue's length, a counter on the router) is read by a callable at scrape time instead of being
 counted twice. One event loop per process, so no locks.
+
+Every registry starts with the standard process and Python metrics (rinha/runtime_metrics.py),
+read at scrape time: whatever node serves a page serves them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
+from rinha import runtime_metrics
 from rinha.http import responses
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -94,10 +98,11 @@ class Family:
 
 
 class Registry:
-    """The metrics of one process, rendered in registration order."""
+    """The metrics of one process, rendered in registration order: the process's own first."""
 
     def __init__(self) -> None:
         self.families: dict[str, Family] = {}
+        runtime_metrics.register(self)
 
     def counter(self, name: str, help: str, labels: Iterable[str] = (), fn: Callable[[], float] | None = None) -> Family:
         return self._add(Family(name, help, "counter", tuple(labels)), fn)
