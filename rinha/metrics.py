@@ -105,6 +105,8 @@ class Registry:
 
     def __init__(self) -> None:
         self.families: dict[str, Family] = {}
+        # Called at the start of every render: a reader that several values share reads once.
+        self.before_render: list[Callable[[], None]] = []
         runtime_metrics.register(self)
 
     def counter(self, name: str, help: str, labels: Iterable[str] = (), fn: Callable[[], float] | None = None) -> Family:
@@ -126,6 +128,8 @@ class Registry:
         return family
 
     def render(self) -> bytes:
+        for refresh in self.before_render:
+            refresh()
         out: list[str] = []
         for family in self.families.values():
             family.render(out)
