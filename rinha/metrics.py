@@ -58,7 +58,7 @@ class HistogramValue:
 class Family:
     """A metric name with its HELP, TYPE and label names; one child per label-value combination."""
 
-    __slots__ = ("name", "help", "kind", "labelnames", "children", "buckets")
+    __slots__ = ("name", "help", "kind", "labelnames", "children", "buckets", "header", "prefixes")
 
     def __init__(self, name: str, help: str, kind: str, labelnames: tuple[str, ...],
                  buckets: tuple[float, ...] = ()) -> None:
@@ -68,6 +68,10 @@ class Family:
         self.labelnames = labelnames
         self.buckets = buckets
         self.children: dict[tuple[str, ...], Value | HistogramValue] = {}
+        # What a scrape writes that never changes, formatted once: the HELP and TYPE lines, and
+        # for each child the start of each of its lines (name and labels), up to the value.
+        self.header = f"# HELP {name} {_escape_help(help)}\n# TYPE {name} {kind}"
+        self.prefixes: dict[tuple[str, ...], tuple[str, ...]] = {}
         if not labelnames:
             self.labels()  # an unlabelled metric shows 0 before its first increment
 
@@ -81,23 +85,31 @@ class Family:
         if child is None:
             child = HistogramValue(self.buckets) if self.kind == "histogram" else Value()
             self.children[key] = child
+            self.prefixes[key] = self._prefixes(key)
         return child
 
+    def _prefixes(self, key: tuple[str, ...]) -> tuple[str, ...]:
+        """A counter's or gauge's one line start; a histogram's, one per bucket, then _sum, _count."""
+        pairs = [f'{name}="{_escape_label(value)}"' for name, value in zip(self.labelnames, key)]
+        if self.kind != "histogram":
+            return (f"{self.name}{_braces(pairs)} ",)
+        les = [f'le="{_number(bound)}"' for bound in (*self.buckets, math.inf)]
+        buckets = tuple(f"{self.name}_bucket{_braces([*pairs, le])} " for le in les)
+        return (*buckets, f"{self.name}_sum{_braces(pairs)} ", f"{self.name}_count{_braces(pairs)} ")
+
     def render(self, out: list[str]) -> None:
-        out.append(f"# HELP {self.name} {_escape_help(self.help)}")
-        out.append(f"# TYPE {self.name} {self.kind}")
+        out.append(self.header)
         for key, child in self.children.items():
-            pairs = [f'{name}="{_escape_label(value)}"' for name, value in zip(self.labelnames, key)]
+            prefixes = self.prefixes[key]
             if type(child) is Value:
-                out.append(f"{self.name}{_braces(pairs)} {_number(child.read())}")
+                out.append(prefixes[0] + _number(child.read()))
                 continue
             cumulative = 0
-            for bound, count in zip((*child.bounds, math.inf), child.counts):
+            for prefix, count in zip(prefixes, child.counts):
                 cumulative += count
-                le = f'le="{_number(bound)}"'
-                out.append(f"{self.name}_bucket{_braces([*pairs, le])} {cumulative}")
-            out.append(f"{self.name}_sum{_braces(pairs)} {_number(child.sum)}")
-            out.append(f"{self.name}_count{_braces(pairs)} {cumulative}")
+                out.append(f"{prefix}{cumulative}")
+            out.append(prefixes[-2] + _number(child.sum))
+            out.append(f"{prefixes[-1]}{cumulative}")
 
 
 class Registry:
