@@ -80,20 +80,25 @@ def register(registry: Registry) -> None:
         stat = ProcStat()
         registry.before_render.append(stat.refresh)
         start = stat.start_time_s()  # fixed for the process's life: read once
-        registry.counter("process_cpu_seconds_total", "CPU time of this process, user and system, in seconds (/proc/self/stat).",
+        registry.counter("process_cpu_seconds_total",
+                         "CPU time of this process, user and system, in seconds (/proc/self/stat).",
                          fn=stat.cpu_seconds)
-        registry.gauge("process_virtual_memory_bytes", "Virtual memory of this process in bytes.", fn=stat.virtual_bytes)
-        registry.gauge("process_resident_memory_bytes", "Resident memory (RSS) of this process in bytes.", fn=stat.resident_bytes)
+        registry.gauge("process_virtual_memory_bytes", "Virtual memory of this process in bytes.",
+                       fn=stat.virtual_bytes)
+        registry.gauge("process_resident_memory_bytes", "Resident memory (RSS) of this process in bytes.",
+                       fn=stat.resident_bytes)
         registry.gauge("process_start_time_seconds", "When this process started, in seconds since the Unix epoch.",
                        fn=lambda: start)
         registry.gauge("process_open_fds", "File descriptors this process holds open.", fn=open_fds)
-        registry.gauge("process_max_fds", "Most file descriptors this process may open (the soft RLIMIT_NOFILE).", fn=max_fds)
-    collected = registry.counter("python_gc_objects_collected_total", "Objects the garbage collector freed, by generation.",
-                                 ("generation",))
+        registry.gauge("process_max_fds", "Most file descriptors this process may open (the soft RLIMIT_NOFILE).",
+                       fn=max_fds)
+    collected = registry.counter("python_gc_objects_collected_total",
+                                 "Objects the garbage collector freed, by generation.", ("generation",))
     uncollectable = registry.counter("python_gc_objects_uncollectable_total",
-                                     "Objects the garbage collector found but could not free, by generation.", ("generation",))
-    collections = registry.counter("python_gc_collections_total",
-                                   "Collections of each generation.", ("generation",))
+                                     "Objects the garbage collector found but could not free, by generation.",
+                                     ("generation",))
+    collections = registry.counter("python_gc_collections_total", "Collections of each generation.",
+                                   ("generation",))
     for generation in range(len(gc.get_stats())):
         collected.labels(generation).fn = lambda g=generation: gc.get_stats()[g]["collected"]
         uncollectable.labels(generation).fn = lambda g=generation: gc.get_stats()[g]["uncollectable"]
