@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promtext import series_key
+from sampler import series_key
 
 from rinha.config import WorkerConfig
 

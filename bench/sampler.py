@@ -9,9 +9,22 @@ import time
 import urllib.request
 from pathlib import Path
 
-from promtext import parse as parse_metrics
+from prometheus_client.parser import text_string_to_metric_families
 
 SAMPLE_INTERVAL_S = 0.5
+
+
+def series_key(name: str, labels: dict[str, str] | None = None) -> str:
+    """One series as Prometheus writes it, labels sorted, as worker-metrics.jsonl keys it:
+    `calls_total{outcome="ok",processor="default"}`."""
+    if not labels:
+        return name
+    body = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{body}}}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class WorkerSampler(threading.Thread):
@@ -32,11 +45,13 @@ class WorkerSampler(threading.Thread):
         line: dict = {"t": round(time.monotonic() - self.started, 3), "unix": round(time.time(), 3)}
         try:
             with self.opener.open(self.url, timeout=max(self.interval_s, 0.2)) as response:
-                samples = parse_metrics(response.read().decode())
+                text = response.read().decode()
+            # The parser is lazy: read the whole page here, so a malformed line is this read's error.
+            samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
         except (OSError, ValueError) as exc:  # refused, timed out, HTTP error, unreadable text
             line["error"] = f"{type(exc).__name__}: {exc}"
             return line
-        line.update((sample.key, sample.value) for sample in samples
+        line.update((series_key(sample.name, sample.labels), sample.value) for sample in samples
                     if sample.name.startswith("rinha_") and not sample.name.endswith("_bucket"))
         return line
 

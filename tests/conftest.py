@@ -1,4 +1,5 @@
-"""Shared test helpers: free ports, polling with a deadline, real processes, a real stack."""
+"""Shared test helpers: free ports, polling with a deadline, real processes, a real stack, and a
+reader of /metrics pages."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Awaitable, Callable
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rinha.config import StackConfig
 from rinha.stack.launcher import Stack
@@ -102,6 +104,54 @@ class StackClient:
     async def recorded(self) -> int:
         body = await self.summary()
         return body["default"]["totalRequests"] + body["fallback"]["totalRequests"]
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class MetricsPage:
+    """A /metrics page read by prometheus_client's parser, which refuses a malformed line, label
+    set or value. On top of it, what the parser lets through and these tests rely on: the page
+    ends with a newline, every sample belongs to a family with a TYPE (the parser makes an
+    `unknown` family of anything else), and no family or series appears twice (a lookup here
+    would silently take one of the two).
+
+    Families are named as the parser names them: a counter without its `_total` suffix."""
+
+    def __init__(self, text: str) -> None:
+        assert text.endswith("\n"), "the page must end with a newline"
+        self.types: dict[str, str] = {}
+        self.help: dict[str, str] = {}
+        self.samples: dict[tuple[str, Labels], float] = {}
+        for family in text_string_to_metric_families(text):
+            assert family.type != "unknown", f"samples without a TYPE: {family.samples[:3]}"
+            assert family.name not in self.types, f"family {family.name} given twice"
+            self.types[family.name] = family.type
+            self.help[family.name] = family.documentation
+            for sample in family.samples:
+                key = (sample.name, _key(sample.labels))
+                assert key not in self.samples, f"series given twice: {key}"
+                self.samples[key] = sample.value
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.samples[(name, _key(labels))]
+
+    def values(self, name: str) -> dict[Labels, float]:
+        return {labels: value for (sample, labels), value in self.samples.items() if sample == name}
+
+    def histogram(self, name: str, **labels: str) -> tuple[dict[float, float], float, float]:
+        """({le: cumulative count}, sum, count) of one histogram child."""
+        buckets = {}
+        for (sample, key), value in self.samples.items():
+            rest = dict(key)
+            le = rest.pop("le", None)
+            if sample == f"{name}_bucket" and rest == labels:
+                buckets[float(le)] = value
+        return buckets, self.value(f"{name}_sum", **labels), self.value(f"{name}_count", **labels)
+
+
+def _key(labels: dict[str, str]) -> Labels:
+    return tuple(sorted(labels.items()))
 
 
 def stack_config(run_dir) -> StackConfig:

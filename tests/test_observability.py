@@ -1,7 +1,7 @@
 """Metrics and logs of a real stack: they move with the payments, the faults and the link.
 
 The API nodes' `/metrics` is read over their metrics sockets, the worker's over HTTP; every page
-goes through the strict reader in exposition.py. Log lines are read from the stack's output.
+goes through conftest.MetricsPage (prometheus_client's parser). Log lines are read from the stack's output.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import aiohttp
 import orjson
-from conftest import LINK_SECRET, StackClient, answers_200, eventually, free_port, new_id, node_env, running_stack
-from exposition import Exposition, parse
+from conftest import (LINK_SECRET, MetricsPage, StackClient, answers_200, eventually, free_port, new_id, node_env,
+                      running_stack)
 
 from rinha.config import WorkerConfig
 from rinha.worker.server import serve as serve_worker
@@ -29,19 +31,19 @@ ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 PAID = {"route": "/payments", "status": "202"}
 
 
-async def scrape(session: aiohttp.ClientSession, url: str) -> Exposition:
+async def scrape(session: aiohttp.ClientSession, url: str) -> MetricsPage:
     async with session.get(url) as response:
         assert response.status == 200, await response.text()
         assert response.headers["content-type"] == CONTENT_TYPE
-        return parse(await response.text())
+        return MetricsPage(await response.text())
 
 
-async def api_metrics(stack, n: int) -> Exposition:
+async def api_metrics(stack, n: int) -> MetricsPage:
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=stack.metrics_socket_path(n))) as session:
         return await scrape(session, "http://api/metrics")
 
 
-async def both_nodes(stack) -> list[Exposition]:
+async def both_nodes(stack) -> list[MetricsPage]:
     return [await api_metrics(stack, 1), await api_metrics(stack, 2)]
 
 
@@ -122,7 +124,7 @@ async def test_metrics_are_served_on_the_nodes_own_listeners_only_on_get_metrics
     stack, session = client.stack, client.session
     page = await api_metrics(stack, 1)
     assert page.types["rinha_api_payment_seconds"] == "histogram"
-    assert page.types["rinha_api_requests_total"] == "counter"
+    assert page.types["rinha_api_requests"] == "counter"
     assert set(page.help) == set(page.types)
     worker_base = stack.worker_metrics_url.removesuffix("/metrics")
     async with session.get(f"{worker_base}/nowhere") as response:
@@ -132,6 +134,40 @@ async def test_metrics_are_served_on_the_nodes_own_listeners_only_on_get_metrics
     async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=stack.metrics_socket_path(2))) as own,
                 own.post("http://api/metrics") as response):
         assert response.status == 405
+
+
+def proc_of(pid: int) -> dict[str, float]:
+    """What the kernel says of a process, read by the test itself: /proc/<pid>/status, stat, fd, limits."""
+    proc = Path(f"/proc/{pid}")
+    status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines())
+    stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    max_open = next(line.split()[3] for line in (proc / "limits").read_text().splitlines()
+                    if line.startswith("Max open files"))
+    return {"rss_bytes": int(status["VmRSS"].split()[0]) * 1024,
+            "cpu_s": (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"),
+            "open_fds": len(os.listdir(proc / "fd")), "max_fds": float(max_open)}
+
+
+async def test_every_node_serves_the_standard_process_metrics_and_they_agree_with_proc(client: StackClient):
+    stack, session = client.stack, client.session
+    assert set(await asyncio.gather(*(client.pay(new_id()) for _ in range(20)))) == {202}  # some work to count
+    pages = {"api1": lambda: api_metrics(stack, 1), "api2": lambda: api_metrics(stack, 2),
+             "worker": lambda: scrape(session, stack.worker_metrics_url)}
+    for name, read in pages.items():
+        page = await read()
+        kernel = proc_of(stack.pids()[name])
+        rss = page.value("process_resident_memory_bytes")
+        assert abs(rss - kernel["rss_bytes"]) <= 0.10 * kernel["rss_bytes"], (name, rss, kernel)
+        cpu = page.value("process_cpu_seconds_total")
+        assert 0 < cpu <= kernel["cpu_s"] < cpu + 0.5, (name, cpu, kernel)
+        assert abs(page.value("process_open_fds") - kernel["open_fds"]) <= 5, (name, kernel)
+        assert page.value("process_max_fds") == kernel["max_fds"], name
+        assert page.value("process_virtual_memory_bytes") > rss
+        assert time.time() - 3600 < page.value("process_start_time_seconds") < time.time(), name
+        assert page.types["python_gc_collections"] == "counter"
+        assert {labels for labels in page.values("python_gc_objects_collected_total")} == {
+            (("generation", str(g)),) for g in range(3)}
+        assert sum(page.values("python_info").values()) == 1
 
 
 # Stacks of their own: these break things

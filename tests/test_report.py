@@ -23,10 +23,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import official
 import report
-from sampler import WorkerSampler
-from promtext import series_key
+from sampler import WorkerSampler, series_key
 from conftest import free_port
-from test_promtext import WORKER_SCRAPE
 
 OFFICIAL = json.loads((REPO / "bench" / "schedules" / "official.json").read_text())
 T0 = 1_795_707_238.786  # unix seconds of second 0 in the synthetic runs below
@@ -326,6 +324,34 @@ def test_official_py_compacts_k6s_output_then_writes_the_report(tmp_path):
 # official.py's sampler of the worker's /metrics
 
 
+# What a worker's /metrics looks like mid-run (format 0.0.4), with the usual HELP/TYPE lines.
+WORKER_SCRAPE = """\
+# HELP rinha_worker_queue_payments Payments waiting in the worker's queue.
+# TYPE rinha_worker_queue_payments gauge
+rinha_worker_queue_payments 1834
+# HELP rinha_worker_in_flight_calls Calls to a processor not yet answered.
+# TYPE rinha_worker_in_flight_calls gauge
+rinha_worker_in_flight_calls{processor="default"} 8
+rinha_worker_in_flight_calls{processor="fallback"} 0
+# HELP rinha_worker_ledger_payments Payments recorded in the ledger.
+# TYPE rinha_worker_ledger_payments gauge
+rinha_worker_ledger_payments{processor="default"} 10423
+rinha_worker_ledger_payments{processor="fallback"} 12
+# HELP rinha_worker_calls_total Calls to the processors by outcome.
+# TYPE rinha_worker_calls_total counter
+rinha_worker_calls_total{processor="default",outcome="ok"} 10423
+rinha_worker_calls_total{processor="default",outcome="failed"} 2.0e+03
+rinha_worker_calls_total{outcome="timeout",processor="fallback"} 3
+
+"""
+
+
+def test_a_series_key_is_the_same_whatever_the_label_order_and_escapes_like_prometheus():
+    assert series_key("m", {"b": "2", "a": "1"}) == series_key("m", {"a": "1", "b": "2"}) == 'm{a="1",b="2"}'
+    assert series_key("m", {"q": 'say "hi"\\\n'}) == 'm{q="say \\"hi\\"\\\\\\n"}'
+    assert series_key("m") == series_key("m", {}) == "m"
+
+
 class Metrics(http.server.BaseHTTPRequestHandler):
     body = WORKER_SCRAPE + 'process_open_fds 12\nrinha_worker_call_seconds_bucket{le="0.005",processor="default"} 9\n'
 
@@ -369,7 +395,7 @@ def test_a_sample_holds_every_rinha_series_and_both_clocks(metrics_server, tmp_p
 def test_a_failed_read_is_a_line_with_the_error(metrics_server, tmp_path, monkeypatch):
     sampler = WorkerSampler(url_of(metrics_server), tmp_path / "m.jsonl", started=0.0)
     monkeypatch.setattr(Metrics, "body", "rinha_worker_queue_payments twelve\n")
-    assert "ParseError" in sampler.sample()["error"]
+    assert "ValueError" in sampler.sample()["error"]
     closed = WorkerSampler(f"http://127.0.0.1:{free_port()}/metrics", tmp_path / "m.jsonl", 0.0)
     line = closed.sample()
     assert set(line) == {"t", "unix", "error"} and "refused" in line["error"].lower()

@@ -17,8 +17,7 @@ import tempfile
 
 import aiohttp
 import orjson
-from conftest import LINK_SECRET, StackClient, answers_200, eventually, free_port, new_id, node_env
-from exposition import parse
+from conftest import LINK_SECRET, MetricsPage, StackClient, answers_200, eventually, free_port, new_id, node_env
 from fakes import FakeTransport
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,7 +41,7 @@ CLOSE_DEADLINE_S = HANDSHAKE_TIMEOUT_S + 1.5
 async def worker_state(client: StackClient) -> tuple[dict, float, float]:
     """The summary (through NGINX), payments accepted and waiting (the worker's /metrics)."""
     async with client.session.get(client.stack.worker_metrics_url) as response:
-        page = parse(await response.text())
+        page = MetricsPage(await response.text())
     return (await client.summary(), page.value("rinha_worker_accepted_total"),
             page.value("rinha_worker_queue_payments"))
 
