@@ -33,9 +33,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from official import free_port  # noqa: E402
-from promtext import parse as parse_metrics  # noqa: E402
 from procstat import family, usage  # noqa: E402
 from runs import batch_folder, progress_log  # noqa: E402
+from sampler import series_key, text_string_to_metric_families  # noqa: E402
 
 from rinha import clock  # noqa: E402
 from rinha.config import StackConfig, build  # noqa: E402
@@ -66,7 +66,9 @@ def rss_mb(pid: int) -> float:
 
 def worker_metrics(stack: Stack) -> dict[str, float]:
     with OPENER.open(stack.worker_metrics_url, timeout=5) as response:
-        return {sample.key: sample.value for sample in parse_metrics(response.read().decode())}
+        text = response.read().decode()
+    return {series_key(sample.name, sample.labels): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def disk_bytes(folder: Path) -> int:

@@ -10,7 +10,11 @@ write made meanwhile), `stored` and `failed` only make sure it comes. Once commi
 in the OS (kill -9 loses nothing); `sync` says when it reaches the disk: `full` fsyncs every
 commit, `normal` at WAL checkpoints (a power cut may lose the last commits), `off` never.
 Checkpoints (copying the WAL into the database, and with `normal` the fsync) run in a thread of
-their own on a connection of their own, once a second, so the event loop never waits for the disk.
+their own on a connection of their own, once a second, so the event loop does not wait for the
+copying. The WAL can start again from its beginning only when a write begins with all of it
+copied, which a steady stream of commits never allows by itself: so once the thread finds the
+WAL longer than `WAL_RESTART_FRAMES`, the event loop checkpoints what little is left right after
+its next commit (one short checkpoint every few seconds) and the next write restarts the WAL.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 SYNC_POLICIES = ("full", "normal", "off")
 DATABASE = "rinha.sqlite3"
 CHECKPOINT_INTERVAL_S = 1.0
+WAL_RESTART_FRAMES = 4096   # 16 MB of 4 KiB pages: the WAL file stays about this size
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -87,6 +92,7 @@ class SqliteStore(Store):
         self.commits = 0
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpoints = threading.Event()
+        self._wal_long = False  # set by the checkpointer, acted on by the next commit
 
     @property
     def path(self) -> Path:
@@ -200,6 +206,12 @@ class SqliteStore(Store):
         self.commits += 1
         if committed is not None:
             committed.set_result(None)
+        if self._wal_long:
+            self._wal_long = False
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # nothing written since: it completes
+            except sqlite3.Error:
+                self._wal_long = True  # the thread's checkpoint held it: after the next commit, then
 
     def _checkpoint_every_interval(self) -> None:
         """A PASSIVE checkpoint never blocks the writer: it copies what no reader needs and stops."""
@@ -208,7 +220,9 @@ class SqliteStore(Store):
             conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames > WAL_RESTART_FRAMES:
+                        self._wal_long = True
                 except sqlite3.Error as exc:  # busy or I/O: the next round tries again; the WAL keeps all
                     log.warning("store checkpoint failed", extra={"event": "store_checkpoint_failed", "error": repr(exc)})
         finally:
