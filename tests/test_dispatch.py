@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import aiohttp
@@ -151,6 +152,19 @@ async def test_the_worker_queues_each_correlation_id_once():
     await worker.accept([[first, 100]])  # after a purge a recorded id may be paid again; a queued one may not
     await worker.accept([[second, 200]])
     assert [p.correlation_id for p in worker.queue] == [second, first]
+    await worker.store.close()
+
+
+async def test_a_batch_whose_ack_is_cancelled_is_still_queued():
+    worker = Worker(WorkerConfig(commit_interval_ms=50))
+    await worker.store.open()
+    correlation_id = new_id()
+    ack = worker.accept([[correlation_id, 100]])
+    await asyncio.sleep(0)  # one turn of the loop: the batch is in the store, its commit pending
+    ack.cancel()            # the link was lost before the ACK
+    await eventually(lambda: _true(len(worker.queue) == 1))
+    await worker.accept([[correlation_id, 100]])  # the API node resends it: known, not queued twice
+    assert [p.correlation_id for p in worker.queue] == [correlation_id]
     await worker.store.close()
 
 

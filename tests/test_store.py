@@ -171,3 +171,18 @@ async def test_start_up_reads_only_what_is_owed_whatever_the_history(tmp_path):
     assert store.recent.horizon == 5_000_000 + 30_000 - 3   # newer than anything stored before
     assert await store.summary(5_000_000, None) == {"default": (29_997, 29_997), "fallback": (0, 0)}
     await store.close()
+
+
+async def test_a_cancelled_waiter_leaves_the_shared_commit_to_the_others(tmp_path):
+    store = SqliteStore(str(tmp_path), commit_interval_ms=50)
+    await store.open()
+    first_id, second_id = new_id(), new_id()
+    first = asyncio.ensure_future(store.accept([[first_id, 1]]))
+    second = asyncio.ensure_future(store.accept([[second_id, 2]]))
+    await asyncio.sleep(0)  # one turn of the loop: both now wait for the same commit
+    first.cancel()          # a link lost while its batch waited
+    assert [p.correlation_id for p in await second] == [second_id]
+    await store.close()
+    store = SqliteStore(str(tmp_path))
+    assert [p.correlation_id for p in await store.open()] == [first_id, second_id]  # both were kept
+    await store.close()

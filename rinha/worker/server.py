@@ -84,8 +84,12 @@ class Worker:
     # LinkHandler
 
     def accept(self, payments: list):
-        """Queues the new payments of a batch; the ACK may go once the returned awaitable is done."""
-        return self._accept(payments)
+        """Queues the new payments of a batch; the ACK may go once the returned awaitable is done.
+
+        The work runs in a task of its own, shielded: a link lost meanwhile cancels the ACK, not
+        the queueing. Payments the store has taken must reach the queue, since a resent batch
+        will find them known and drop them."""
+        return asyncio.shield(asyncio.get_running_loop().create_task(self._accept(payments)))
 
     async def _accept(self, payments: list) -> None:
         fresh = await self.store.accept(payments)  # durable on return; repeats are dropped

@@ -184,7 +184,9 @@ class SqliteStore(Store):
         if self._committed is None:
             self._committed = asyncio.get_running_loop().create_future()
         self._commit_soon()
-        return self._committed
+        # Shielded: a waiter cancelled (a sender stopped, a link lost) must not cancel the
+        # commit that every other waiter shares.
+        return asyncio.shield(self._committed)
 
     def _flush_totals(self) -> None:
         if self._pending_totals:
@@ -200,11 +202,11 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             # Nothing is acknowledged or sent on a failed commit; the worker cannot go on safely.
             log.critical("store commit failed", extra={"event": "store_commit_failed", "error": repr(exc)})
-            if committed is not None:
+            if committed is not None and not committed.done():
                 committed.set_exception(exc)
             raise
         self.commits += 1
-        if committed is not None:
+        if committed is not None and not committed.done():
             committed.set_result(None)
         if self._wal_long:
             self._wal_long = False
