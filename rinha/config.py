@@ -109,7 +109,9 @@ class ApiConfig:
 
     socket: str = _opt("/tmp/rinha/api1.sock", "Unix socket to serve HTTP on (NGINX's upstream)")
     port: int = _opt(0, "also serve HTTP on this TCP port of 127.0.0.1 (0 = off; for development)")
-    worker: str = _opt("127.0.0.1:9100", "HOST:PORT of the worker node's link")
+    # Cluster mode lists every worker: the link fails over to the next live one and resends what
+    # the lost one had not acknowledged (the queue drops repeats by correlationId).
+    worker: str = _opt("127.0.0.1:9100", "HOST:PORT of the worker node's link; several, comma-separated, to fail over between")
     name: str = _opt("api", "name of this node in logs")
     # A flush every 2 ms keeps the worker no more than a few ms behind while batching ~1 payment
     # per ms of the official peak into one frame; what an API node can lose if killed is this window.
@@ -152,7 +154,8 @@ class ApiConfig:
         _positive(self, "flush_interval_ms", "batch_max", "buffer_max", "max_body_bytes", "max_header_bytes",
                   "keepalive_timeout_s", "request_timeout_s", "max_connections", "summary_timeout_s",
                   "reconnect_max_backoff_s")
-        split_host_port(self.worker)
+        for address in self.worker.split(","):
+            split_host_port(address)
 
 
 # Routing policies (rinha/worker/router.py): ours, and the two baselines it is measured against.
@@ -208,9 +211,21 @@ class WorkerConfig:
     # No default: a worker without it would take payments and purges from anyone who reaches the port.
     link_secret: str = _opt("", "shared secret every API node must prove in the link's handshake (required)",
                             env="RINHA_LINK_SECRET", secret=True)
+    # Cluster mode (rinha/cluster): both set, or neither. Empty keeps the single-node store above.
+    nats_url: str = _opt("", "cluster mode: NATS servers of the JetStream queue, comma-separated nats://user:password@host:port "
+                         "(empty: single node)", env="RINHA_NATS_URL", secret=True)
+    pg_dsn: str = _opt("", "cluster mode: PostgreSQL DSN of the shared ledger, postgresql://user:password@host:port/db",
+                       env="RINHA_PG_DSN", secret=True)
+    # A worker that dies holding payments: they go to another worker this long after its last
+    # sign of life (a live worker says "still working" on each one every third of it).
+    ack_wait_s: float = _opt(4.0, "cluster mode: a payment held by a silent worker is redelivered after this")
+    nats_replicas: int = _opt(3, "cluster mode: copies of the queue's stream (one per NATS server)")
     log_level: str = _opt("INFO", "logging level")
 
     def check(self) -> None:
+        if bool(self.nats_url) != bool(self.pg_dsn):
+            raise SystemExit("rinha: cluster mode needs both RINHA_NATS_URL and RINHA_PG_DSN")
+        _positive(self, "ack_wait_s", "nats_replicas")
         _positive(self, "senders", "request_timeout_s", "settle_timeout_ms", "failure_threshold",
                   "probe_interval_ms", "max_probes", "slow_ms")
         if self.max_calls_per_s < 0:

@@ -27,9 +27,9 @@ async def serve(config: ApiConfig, stop: asyncio.Event) -> None:
     # (call_later(0)): they still gather every payment parsed in that iteration.
     flush_interval_s = 0.0 if config.ack_mode else config.flush_interval_ms / 1000
     buffer = PaymentBuffer(flush_interval_s=flush_interval_s, batch_max=config.batch_max, capacity=config.buffer_max)
-    host, port = split_host_port(config.worker)
+    (host, port), *alternates = [split_host_port(address) for address in config.worker.split(",")]
     link = LinkClient(host, port, secret=config.link_secret, on_connected=buffer.on_connected, on_ack=buffer.on_ack,
-                      max_backoff_s=config.reconnect_max_backoff_s)
+                      max_backoff_s=config.reconnect_max_backoff_s, alternates=alternates)
     buffer.link = link
     link.start()
 

@@ -29,7 +29,13 @@ class LinkDown(Exception):
 
 class LinkClient:
     def __init__(self, host: str, port: int, *, secret: str, on_connected: Callable[[], None],
-                 on_ack: Callable[[int], None], max_backoff_s: float = 1.0) -> None:
+                 on_ack: Callable[[int], None], max_backoff_s: float = 1.0,
+                 alternates: list[tuple[str, int]] = ()) -> None:
+        # Cluster mode: every worker can take a batch. A refused or lost link moves on to the next
+        # one at once; the backoff is slept only once every address has been tried.
+        self.addresses = [(host, port), *alternates]
+        self.current = 0
+        self.tried = 0
         self.host = host
         self.port = port
         self.secret = handshake.secret_bytes(secret)
@@ -94,6 +100,8 @@ class LinkClient:
         worker = f"{self.host}:{self.port}"
         lost_at: float | None = None  # loop time the link was last lost; None before it was ever up
         while True:
+            self.host, self.port = self.addresses[self.current]
+            worker = f"{self.host}:{self.port}"
             try:
                 transport, protocol = await loop.create_connection(lambda: _LinkProtocol(self), self.host, self.port)
                 if transport.get_extra_info("sockname") == transport.get_extra_info("peername"):
@@ -104,6 +112,8 @@ class LinkClient:
             except OSError as exc:
                 log.debug("link to worker refused", extra={"worker": worker, "error": repr(exc),
                                                            "retry_ms": round(backoff * 1e3)})
+                if self._next_address():
+                    continue
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
@@ -120,6 +130,8 @@ class LinkClient:
                         "link handshake with the worker failed; is RINHA_LINK_SECRET the same on both?",
                         extra={"event": "link_handshake_failed", "worker": worker,
                                "error": repr(exc) or type(exc).__name__})
+                if self._next_address():
+                    continue
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
@@ -127,6 +139,7 @@ class LinkClient:
                 await asyncio.sleep(backoff)
                 continue
             self.refusals = 0
+            self.tried = 0
             self._lost = loop.create_future()
             self.transport = transport
             protocol.linked = True
@@ -145,6 +158,17 @@ class LinkClient:
             # A link that was up reconnects at once; a peer that accepts and drops before the
             # handshake ends is backed off above, like a refusal, so it never causes a tight loop.
             backoff = FIRST_BACKOFF_S
+
+    def _next_address(self) -> bool:
+        """Moves to the next worker address; False once a whole round has failed (time to back off)."""
+        if len(self.addresses) == 1:
+            return False
+        self.current = (self.current + 1) % len(self.addresses)
+        self.tried += 1
+        if self.tried >= len(self.addresses):
+            self.tried = 0
+            return False
+        return True
 
     # Called by _LinkProtocol
 

@@ -60,6 +60,8 @@ class Dispatcher:
                 payment.processor = view.name
                 payment.requested_at = clock.now_ms()
                 await self.store.intent(payment)  # durable before the call: a crash remembers the pin
+                if payment.processor != view.name:  # a shared store handed back another worker's pin
+                    view = router.views[payment.processor]
             payment.attempts += 1
             view.started(payment, loop.time())
             outcome, elapsed = await view.client.pay(payment, view.timeout_s())
@@ -70,7 +72,7 @@ class Dispatcher:
             if outcome.stored:
                 await self.store.stored(payment)
             else:
-                if not outcome.maybe_stored:
+                if not outcome.maybe_stored and not self.store.keeps_pins:
                     await self.store.failed(payment)
                     payment.unpin()
                 self.queue.put_front(payment)

@@ -10,7 +10,6 @@ from rinha.lifecycle import run_until_signalled
 from rinha.http.metrics_server import MetricsServer
 from rinha.link.server import LinkServer
 from rinha.worker.dispatcher import Dispatcher
-from rinha.worker.health import HealthPoller
 from rinha.worker.metrics import WorkerMetrics
 from rinha.worker.processors import ProcessorClient
 from rinha.worker.queue import Payment, PaymentQueue
@@ -30,7 +29,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.queue = PaymentQueue()
-        self.store = open_store(config)
+        self.store = open_store(config, self.queue)
         self.clients = [ProcessorClient(name, url, connections=config.senders, timeout_s=config.request_timeout_s)
                         for name, url in (("default", config.default_url), ("fallback", config.fallback_url))]
         views = [ProcessorView(client, failure_threshold=config.failure_threshold,
@@ -39,7 +38,7 @@ class Worker:
                                request_timeout_s=config.request_timeout_s) for client in self.clients]
         self.router = Router(*views, make_policy(config.policy, config.fallback_after_s),
                              max_calls_per_s=config.max_calls_per_s)
-        self.health = [HealthPoller(client.name, client.base_url, lambda client=client: client.session,
+        self.health = [self.store.health_poller(client.name, client.base_url, lambda client=client: client.session,
                                     interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
                                     on_report=lambda failing, ms, name=client.name: self.router.health_report(name, failing, ms))
                        for client in self.clients]

@@ -128,6 +128,17 @@ class RecentWindow:
 class Store(abc.ABC):
     """The worker's durable state. Every method may wait on I/O; none blocks for long."""
 
+    # A store shared by several workers keeps every pin until the payment is stored: two workers
+    # may briefly hold the same payment, and a pin one of them let go of could be claimed for
+    # the other processor while the other worker's call is still on its way. `intent` may then
+    # hand back an earlier pin (it sets `payment.processor` and `payment.requested_at`).
+    keeps_pins = False
+
+    def health_poller(self, name: str, base_url: str, session_factory, **kwargs):
+        """The poller of one processor's health: here every poll is this worker's own."""
+        from rinha.worker.health import HealthPoller
+        return HealthPoller(name, base_url, session_factory, **kwargs)
+
     @abc.abstractmethod
     async def open(self) -> list[Payment]:
         """Prepares the store; returns the payments still owed, oldest first, pins included."""

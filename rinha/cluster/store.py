@@ -1,0 +1,383 @@
+"""Cluster mode's store: the queue on NATS JetStream, the ledger on PostgreSQL, shared by every worker.
+
+The same `Store` steps as the embedded store, spread over two engines:
+
+  accept(batch)   publishes each payment to a work-queue stream (replicated on the NATS cluster)
+                  with `Nats-Msg-Id` = correlationId, and returns once every PubAck is in: the
+                  API node's batch may then be ACKed. Nothing is queued locally: payments reach a
+                  worker's queue only through the stream's consumer, which every worker pulls.
+  intent(p)       claims the pin in PostgreSQL: the first worker's (processor, requestedAt) wins,
+                  and a later claimant is handed that pin, so a payment held by two workers at once
+                  (a redelivery racing a slow worker) still goes to one processor, one timestamp.
+  stored(p)       marks the row stored, then acks the message: a worker that dies before the ack
+                  has its payments redelivered, and the row (or the processor's 422) says stored.
+  failed(p)       nothing: pins are kept until stored (`keeps_pins`), since another worker may be
+                  calling the same processor with the same pin at that moment.
+
+The stream's duplicate window is finite (2 minutes); the row's unique correlationId is what
+charges a payment once at any age: a message whose row is stored is acked and dropped.
+
+A worker pulls only while it holds fewer than `max_held` messages: a backlog (an outage) waits in
+the stream, replicated, not in any one worker's memory, and a live worker marks what it holds as
+in progress every third of `ack_wait_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+import nats
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from rinha.worker.queue import Payment, PaymentQueue
+from rinha.worker.store.base import PROCESSORS, Store
+
+log = logging.getLogger(__name__)
+
+STREAM = "RINHA_PAYMENTS"
+SUBJECT = "rinha.payments"
+CONSUMER = "workers"
+DUPLICATE_WINDOW_S = 120.0
+# Writes wait this long for company before one round trip carries them all (group commit).
+COMMIT_INTERVAL_S = 0.002
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS payments (
+    cid TEXT PRIMARY KEY,          -- the unique key: charged once at any age
+    cents BIGINT NOT NULL,
+    processor TEXT NOT NULL,       -- the pin, written before the first call, kept until stored
+    requested_at BIGINT NOT NULL,  -- epoch ms sent with every call of this payment
+    stored BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS stored_by_time ON payments (requested_at) INCLUDE (processor, cents) WHERE stored;
+CREATE INDEX IF NOT EXISTS owed_by_time ON payments (requested_at) WHERE NOT stored;
+CREATE TABLE IF NOT EXISTS health (
+    processor TEXT PRIMARY KEY,
+    failing BOOLEAN NOT NULL,
+    min_response_ms INTEGER NOT NULL,
+    polled_at BIGINT NOT NULL      -- epoch ms of the call, so a new lease holder keeps the pace
+);
+"""
+
+CLAIM = """
+INSERT INTO payments (cid, cents, processor, requested_at)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])
+ON CONFLICT (cid) DO UPDATE SET processor = payments.processor
+RETURNING cid, processor, requested_at
+"""
+MARK_STORED = "UPDATE payments SET stored = TRUE WHERE cid = ANY($1::text[]) AND NOT stored"
+PINS = "SELECT cid, processor, requested_at, stored FROM payments WHERE cid = ANY($1::text[])"
+SUMMARY = ("SELECT processor, count(*), coalesce(sum(cents), 0) FROM payments "
+           "WHERE stored AND requested_at BETWEEN $1 AND $2 GROUP BY processor")
+UNSETTLED = "SELECT count(*) FROM payments WHERE NOT stored AND requested_at BETWEEN $1 AND $2"
+FAR_FUTURE_MS = 2 ** 62
+
+
+class GroupCommit:
+    """Items added within `interval_s` of each other go to PostgreSQL in one call of `write`;
+    each adder waits for it. A failed write (PostgreSQL restarting) is retried until it succeeds:
+    a pin must be durable before its call, and a stored payment before its ack."""
+
+    def __init__(self, write, interval_s: float) -> None:
+        self.write = write
+        self.interval_s = interval_s
+        self.items: list = []
+        self.futures: list[asyncio.Future] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    def add(self, item) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.items.append(item)
+        self.futures.append(future)
+        if self.timer is None:
+            self.timer = loop.call_later(self.interval_s, self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self.timer = None
+        items, futures = self.items, self.futures
+        self.items, self.futures = [], []
+        task = asyncio.get_running_loop().create_task(self._write(items, futures))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _write(self, items: list, futures: list[asyncio.Future]) -> None:
+        backoff = RETRY_FIRST_S
+        while True:
+            try:
+                result = await self.write(items)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+                log.warning("ledger write failed; retrying", extra={"event": "pg_retry", "error": repr(exc),
+                                                                     "items": len(items)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+        for i, future in enumerate(futures):
+            if not future.done():
+                future.set_result(result[i] if result is not None else None)
+
+    async def drain(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self._flush()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class ClusterStore(Store):
+    keeps_pins = True
+
+    def __init__(self, queue: PaymentQueue, *, nats_url: str, pg_dsn: str, ack_wait_s: float, replicas: int,
+                 settle_s: float, max_held: int, name: str = "worker") -> None:
+        self.queue = queue
+        self.nats_servers = [url.strip() for url in nats_url.split(",") if url.strip()]
+        self.pg_dsn = pg_dsn
+        self.ack_wait_s = ack_wait_s
+        self.replicas = replicas
+        self.settle_s = settle_s
+        self.max_held = max_held
+        self.name = name
+        self.nc = None
+        self.js = None
+        self.pool: asyncpg.Pool | None = None
+        self.held: dict[str, object] = {}      # correlationId -> its latest delivered message
+        self.room = asyncio.Event()             # set while fewer than max_held are held
+        self.counts = dict.fromkeys(PROCESSORS, 0)
+        self.claims = GroupCommit(self._claim, COMMIT_INTERVAL_S)
+        self.marks = GroupCommit(self._mark_stored, COMMIT_INTERVAL_S)
+        self._tasks: list[asyncio.Task] = []
+
+    # Engines
+
+    async def open(self) -> list[Payment]:
+        self.pool = await self._connect_pg()
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock(7461)")  # one schema creator at a time
+            try:
+                await conn.execute(SCHEMA)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(7461)")
+        self.nc = await nats.connect(servers=self.nats_servers, name=self.name, max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.1, connect_timeout=2,
+                                     error_cb=self._nats_error, disconnected_cb=self._nats_disconnected,
+                                     reconnected_cb=self._nats_reconnected)
+        self.js = self.nc.jetstream(timeout=5)
+        await self._ensure_stream()
+        self.room.set()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._consume()), loop.create_task(self._keep_alive())]
+        return []  # what is owed is in the stream: the consumer brings it
+
+    async def _connect_pg(self) -> asyncpg.Pool:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return await asyncpg.create_pool(self.pg_dsn, min_size=1, max_size=8, command_timeout=10)
+            except (OSError, asyncpg.PostgresError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("PostgreSQL not reachable yet", extra={"event": "pg_wait", "error": repr(exc)})
+                await asyncio.sleep(0.2)
+
+    async def _ensure_stream(self) -> None:
+        stream = StreamConfig(name=STREAM, subjects=[SUBJECT], retention=RetentionPolicy.WORK_QUEUE,
+                              storage=StorageType.FILE, num_replicas=self.replicas,
+                              duplicate_window=DUPLICATE_WINDOW_S)
+        consumer = ConsumerConfig(durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s,
+                                  max_deliver=-1, max_ack_pending=1_000_000, deliver_policy=DeliverPolicy.ALL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:  # while the cluster forms (no meta leader yet) every call fails for a moment
+                try:
+                    await self.js.stream_info(STREAM)
+                except nats.js.errors.NotFoundError:
+                    await self.js.add_stream(stream)
+                try:
+                    await self.js.consumer_info(STREAM, CONSUMER)
+                except nats.js.errors.NotFoundError:
+                    await self.js.add_consumer(STREAM, consumer)
+                self.sub = await self.js.pull_subscribe_bind(CONSUMER, STREAM)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("JetStream not ready yet", extra={"event": "jetstream_wait", "error": repr(exc)})
+                await asyncio.sleep(0.2)
+
+    async def _nats_error(self, exc) -> None:
+        log.debug("NATS client error", extra={"error": repr(exc)})
+
+    async def _nats_disconnected(self) -> None:
+        log.warning("NATS server lost; reconnecting", extra={"event": "nats_disconnected"})
+
+    async def _nats_reconnected(self) -> None:
+        log.info("NATS reconnected", extra={"event": "nats_reconnected", "server": str(self.nc.connected_url.netloc)
+                                            if self.nc and self.nc.connected_url else None})
+
+    # Store
+
+    async def accept(self, batch: list) -> list[Payment]:
+        pending = [(cid, cents) for cid, cents in batch]
+        backoff = RETRY_FIRST_S
+        while pending:
+            results = await asyncio.gather(*(self.js.publish(SUBJECT, f"{cid} {cents}".encode(),
+                                                             headers={"Nats-Msg-Id": cid})
+                                             for cid, cents in pending), return_exceptions=True)
+            failed = [item for item, result in zip(pending, results) if isinstance(result, BaseException)]
+            if failed:
+                log.warning("publish to JetStream failed; retrying", extra={
+                    "event": "publish_retry", "payments": len(failed), "error": repr(next(
+                        r for r in results if isinstance(r, BaseException)))})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+            pending = failed
+        return []  # the stream's consumer brings them to whichever worker pulls them
+
+    async def intent(self, payment: Payment) -> None:
+        processor, requested_at = await self.claims.add(payment)
+        payment.processor, payment.requested_at = processor, requested_at  # an earlier claim wins
+
+    async def stored(self, payment: Payment) -> None:
+        await self.marks.add(payment.correlation_id)
+        self.counts[payment.processor] += 1
+        message = self.held.pop(payment.correlation_id, None)
+        if message is not None:
+            self._release()
+            try:
+                await message.ack()
+            except Exception as exc:  # the row says stored: a redelivery is acked on sight
+                log.debug("ack failed", extra={"error": repr(exc)})
+
+    async def failed(self, payment: Payment) -> None:
+        return None
+
+    async def summary(self, start: int | None, end: int | None) -> dict[str, tuple[int, int]]:
+        lo = -FAR_FUTURE_MS if start is None else start
+        hi = FAR_FUTURE_MS if end is None else end
+        async with self.pool.acquire() as conn:
+            # Cluster-wide audit safety: calls pinned inside the window, in any worker, are given
+            # until `settle_s` to be recorded (a processor stores a payment just before answering).
+            deadline = time.monotonic() + self.settle_s
+            while await conn.fetchval(UNSETTLED, lo, hi) and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            rows = await conn.fetch(SUMMARY, lo, hi)
+        totals = dict.fromkeys(PROCESSORS, (0, 0))
+        for processor, count, cents in rows:
+            totals[processor] = (count, int(cents))
+        return totals
+
+    async def purge(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("DELETE FROM payments WHERE stored")
+        self.counts = dict.fromkeys(PROCESSORS, 0)
+
+    def stored_count(self, processor: str) -> int:
+        return self.counts[processor]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.claims.drain()
+        await self.marks.drain()
+        if self.nc is not None:
+            await self.nc.close()  # what we held unacked is redelivered to the other workers
+        if self.pool is not None:
+            await self.pool.close()
+
+    # Writes, grouped
+
+    async def _claim(self, payments: list[Payment]) -> list[tuple[str, int]]:
+        unique = {p.correlation_id: p for p in payments}
+        rows = await self.pool.fetch(CLAIM, list(unique), [p.cents for p in unique.values()],
+                                     [p.processor for p in unique.values()], [p.requested_at for p in unique.values()])
+        pins = {cid: (processor, requested_at) for cid, processor, requested_at in rows}
+        return [pins[p.correlation_id] for p in payments]
+
+    async def _mark_stored(self, cids: list[str]) -> None:
+        await self.pool.execute(MARK_STORED, list(set(cids)))
+        return None
+
+    # The consumer
+
+    def _release(self) -> None:
+        if len(self.held) < self.max_held:
+            self.room.set()
+
+    async def _consume(self) -> None:
+        while True:
+            await self.room.wait()
+            want = self.max_held - len(self.held)
+            if want <= 0:
+                self.room.clear()
+                continue
+            try:
+                messages = await self.sub.fetch(batch=min(want, 256), timeout=1.0)
+            except NatsTimeout:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a NATS server lost, a consumer leader moving: pull again
+                log.debug("fetch failed", extra={"error": repr(exc)})
+                await asyncio.sleep(0.05)
+                continue
+            await self._take(messages)
+            if len(self.held) >= self.max_held:
+                self.room.clear()
+
+    async def _take(self, messages: list) -> None:
+        fresh: dict[str, tuple[int, object]] = {}
+        for message in messages:
+            cid, _, cents = message.data.decode().partition(" ")
+            if cid in self.held:
+                self.held[cid] = message  # redelivered while we still work on it: ack the latest
+                continue
+            fresh[cid] = (int(cents), message)
+        if not fresh:
+            return
+        backoff = RETRY_FIRST_S
+        while True:
+            try:
+                rows = await self.pool.fetch(PINS, list(fresh))
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+                log.warning("ledger read failed; retrying", extra={"event": "pg_retry", "error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+        known = {cid: (processor, requested_at, stored) for cid, processor, requested_at, stored in rows}
+        for cid, (cents, message) in fresh.items():
+            pin = known.get(cid)
+            if pin is not None and pin[2]:
+                await message.ack()  # stored already (a resend past the duplicate window, or a lost ack)
+                continue
+            payment = Payment(cid, cents)
+            if pin is not None:
+                payment.processor, payment.requested_at = pin[0], pin[1]
+            self.held[cid] = message
+            self.queue.put(payment)
+
+    async def _keep_alive(self) -> None:
+        """Tells JetStream every held message is still being worked on, so only a dead worker's
+        payments are redelivered."""
+        while True:
+            await asyncio.sleep(self.ack_wait_s / 3)
+            for message in list(self.held.values()):
+                try:
+                    await message.in_progress()
+                except Exception as exc:
+                    log.debug("in_progress failed", extra={"error": repr(exc)})
+                    break
+
+    def health_poller(self, name: str, base_url: str, session_factory, **kwargs):
+        """Leased: one worker in the cluster polls each processor; the others read its answers."""
+        from rinha.cluster.health import LeasedHealthPoller
+        return LeasedHealthPoller(name, base_url, session_factory, pg_dsn=self.pg_dsn,
+                                  pool_factory=lambda: self.pool, **kwargs)

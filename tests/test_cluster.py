@@ -1,0 +1,223 @@
+"""Cluster mode against the real engines: three nats-server processes as one JetStream cluster, a
+throwaway PostgreSQL, three workers, one API node failing over between them, two emulators.
+
+Every drill ends the same way: every payment posted is stored by exactly one processor, once
+(the emulators' own lists of correlationIds), and our ledger equals the processors' books.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from conftest import eventually, free_port, new_id, node_env
+
+from rinha.cluster.servers import NATS_SERVER, PG_BIN, NatsCluster, Postgres
+
+pytestmark = pytest.mark.skipif(not (Path(NATS_SERVER).exists() and (PG_BIN / "postgres").exists()),
+                                reason="nats-server and PostgreSQL 15 are not installed (.ci/run installs them)")
+
+TOKEN = {"X-Rinha-Token": "123"}
+RINHA = [sys.executable, "-m", "rinha"]
+WORKERS = 3
+
+
+def stored_ids(url: str) -> list[str]:
+    request = urllib.request.Request(f"{url}/admin/payments", headers=TOKEN)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)["correlationIds"]
+
+
+def admin_summary(url: str) -> dict:
+    request = urllib.request.Request(f"{url}/admin/payments-summary", headers=TOKEN)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
+
+
+class Rig:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.nats = NatsCluster(run_dir / "nats", [free_port() for _ in range(3)], [free_port() for _ in range(3)])
+        self.pg = Postgres(run_dir / "pg", free_port())
+        self.processor_ports = [free_port(), free_port()]
+        self.worker_ports = [free_port() for _ in range(WORKERS)]
+        self.api_port = free_port()
+        self.workers: list[subprocess.Popen | None] = [None] * WORKERS
+        self.others: list[subprocess.Popen] = []
+        self.posted: list[str] = []
+
+    @property
+    def processors(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.processor_ports]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def spawn(self, *argv: str, env: dict | None = None) -> subprocess.Popen:
+        with open(self.run_dir / f"{argv[0]}-{len(self.others)}.log", "ab") as log:  # the child keeps its own copy
+            return subprocess.Popen(RINHA + list(argv), env=env or node_env(), stdout=log, stderr=log)
+
+    def start_worker(self, i: int) -> None:
+        env = node_env(RINHA_NATS_URL=self.nats.url, RINHA_PG_DSN=self.pg.dsn)
+        with open(self.run_dir / f"worker{i}.log", "ab") as log:  # the child keeps its own copy
+            self.workers[i] = subprocess.Popen(
+                RINHA + ["worker", "--listen", f"127.0.0.1:{self.worker_ports[i]}", "--default-url", self.processors[0],
+                         "--fallback-url", self.processors[1], "--metrics-listen", "", "--ack-wait-s", "2"],
+                env=env, stdout=log, stderr=log)
+
+    def kill_worker(self, i: int) -> None:
+        self.workers[i].send_signal(signal.SIGKILL)
+        self.workers[i].wait()
+
+    def start(self) -> None:
+        self.nats.start()
+        self.pg.init()
+        self.pg.start()
+        for port in self.processor_ports:
+            self.others.append(self.spawn("emulator", "--port", str(port)))
+        for i in range(WORKERS):
+            self.start_worker(i)
+        workers = ",".join(f"127.0.0.1:{port}" for port in self.worker_ports)
+        self.others.append(self.spawn("api", "--socket", str(self.run_dir / "api.sock"), "--port", str(self.api_port),
+                                      "--worker", workers, "--metrics-listen", ""))
+
+    def stop(self) -> None:
+        for process in [*self.workers, *self.others]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in [*self.workers, *self.others]:
+            if process is not None:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        self.nats.stop()
+        self.pg.stop()
+
+    async def linked(self, session: aiohttp.ClientSession) -> bool:
+        try:
+            async with session.get(f"{self.base}/healthcheck") as response:
+                return b'"link":"up"' in await response.read()
+        except aiohttp.ClientError:
+            return False
+
+    async def post_stream(self, session: aiohttp.ClientSession, count: int, *, per_s: float,
+                          midway=None) -> list[int]:
+        """Posts `count` fresh payments at about `per_s`; calls `midway()` once half are posted.
+        Returns the status of each POST."""
+        loop = asyncio.get_running_loop()
+        statuses: list[int] = []
+
+        async def post(correlation_id: str) -> None:
+            async with session.post(f"{self.base}/payments", json={"correlationId": correlation_id, "amount": 19.9}) as r:
+                statuses.append(r.status)
+
+        tasks = []
+        started = loop.time()
+        for n in range(count):
+            correlation_id = new_id()
+            self.posted.append(correlation_id)
+            tasks.append(loop.create_task(post(correlation_id)))
+            if n == count // 2 and midway is not None:
+                await loop.run_in_executor(None, midway)
+            await asyncio.sleep(max(0.0, started + (n + 1) / per_s - loop.time()))
+        await asyncio.gather(*tasks)
+        return statuses
+
+    async def ours(self, session: aiohttp.ClientSession) -> dict:
+        async with session.get(f"{self.base}/payments-summary") as response:
+            assert response.status == 200
+            return await response.json()
+
+    async def assert_paid_once(self, session: aiohttp.ClientSession, timeout: float = 40.0) -> None:
+        """Every payment posted so far is in exactly one processor's books, once; ours match theirs."""
+        posted = set(self.posted)
+
+        async def all_paid():
+            lists = [stored_ids(url) for url in self.processors]
+            return lists if len(set(lists[0]) | set(lists[1])) >= len(posted) else None
+
+        default_ids, fallback_ids = await eventually(all_paid, timeout=timeout, interval=0.2)
+        assert not set(default_ids) & set(fallback_ids), "charged by both processors"
+        assert len(default_ids) == len(set(default_ids)) and len(fallback_ids) == len(set(fallback_ids))
+        assert set(default_ids) | set(fallback_ids) == posted, "a payment not posted was charged, or one was lost"
+
+        async def books_equal():
+            ours = await self.ours(session)
+            theirs = [admin_summary(url) for url in self.processors]
+            return (ours["default"]["totalRequests"] == theirs[0]["totalRequests"] == len(default_ids)
+                    and ours["fallback"]["totalRequests"] == theirs[1]["totalRequests"] == len(fallback_ids)
+                    and round(ours["default"]["totalAmount"] + ours["fallback"]["totalAmount"], 2)
+                    == round(theirs[0]["totalAmount"] + theirs[1]["totalAmount"], 2))
+
+        await eventually(books_equal, timeout=10, interval=0.1)
+
+
+@pytest.fixture(scope="module")
+def rig():
+    run_dir = Path(tempfile.mkdtemp(prefix="rinha-cluster-"))
+    run_dir.chmod(0o755)  # the postgres user must reach its data directory
+    rig = Rig(run_dir)
+    try:
+        rig.start()
+        yield rig
+    finally:
+        rig.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def set_delay(session: aiohttp.ClientSession, url: str, ms: int) -> None:
+    async with session.put(f"{url}/admin/configurations/delay", json={"delay": ms}, headers=TOKEN) as response:
+        assert response.status == 200
+
+
+async def test_payments_are_stored_once_across_workers(rig):
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        statuses = await rig.post_stream(session, 600, per_s=400)
+        assert all(200 <= status < 300 for status in statuses)
+        await rig.assert_paid_once(session)
+
+
+async def test_a_worker_killed_mid_stream_loses_nothing_and_charges_nothing_twice(rig):
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        for url in rig.processors:
+            await set_delay(session, url, 50)  # calls in flight when the worker dies
+        try:
+            # Worker 0 is the one the API node is linked to: the kill also cuts the link.
+            statuses = await rig.post_stream(session, 1000, per_s=300, midway=lambda: rig.kill_worker(0))
+        finally:
+            for url in rig.processors:
+                await set_delay(session, url, 0)
+        assert all(200 <= status < 300 for status in statuses)
+        await rig.assert_paid_once(session)
+    rig.start_worker(0)
+
+
+async def test_a_nats_server_killed_mid_stream_loses_nothing_and_charges_nothing_twice(rig):
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        statuses = await rig.post_stream(session, 1000, per_s=300, midway=lambda: rig.nats.kill(0))
+        assert all(200 <= status < 300 for status in statuses)
+        await rig.assert_paid_once(session)
+    rig.nats.start_one(0)
+
+
+async def test_postgresql_restarted_mid_stream_loses_nothing_and_charges_nothing_twice(rig):
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        statuses = await rig.post_stream(session, 1000, per_s=300, midway=rig.pg.restart)
+        assert all(200 <= status < 300 for status in statuses)
+        await rig.assert_paid_once(session)
