@@ -64,11 +64,14 @@ def _converter(f: dataclasses.Field):
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Adds one flag per field of `cls`; defaults stay None so the environment can fill in."""
     for f in dataclasses.fields(cls):
+        # A bare boolean flag (`--cluster`) means on; `--cluster off` still says it in full.
+        boolean = {"nargs": "?", "const": True} if type(f.default) is bool else {}
         parser.add_argument(
             flag_name(f),
             dest=f.name,
             type=_converter(f),
             default=None,
+            **boolean,
             metavar=f.name.upper(),
             help=f"{f.metadata['help']} (env {env_name(cls, f)}, default {f.default!r})",
         )
@@ -284,9 +287,17 @@ class StackConfig:
                             env="RINHA_ADMIN_TOKEN", secret=True)
     link_secret: str = _opt("", "link secret given to the worker and the API nodes (empty: a random one per run)",
                             env="RINHA_LINK_SECRET", secret=True)
+    # Cluster mode (rinha/cluster): 3 nats-server processes as one JetStream cluster, a throwaway
+    # PostgreSQL in the run directory, two API nodes failing over between N workers, NGINX.
+    cluster: bool = _opt(False, "cluster mode: workers on NATS JetStream and PostgreSQL (see README, Cluster mode)")
+    workers: int = _opt(3, "cluster mode: how many workers (worker i links on worker_port + 2i, metrics on worker_metrics_port + 2i)")
+    nats_port: int = _opt(14222, "cluster mode: client port of the first NATS server (the others follow it)")
+    nats_cluster_port: int = _opt(16222, "cluster mode: route port of the first NATS server (the others follow it)")
+    pg_port: int = _opt(15432, "cluster mode: port of the throwaway PostgreSQL")
     log_level: str = _opt("INFO", "logging level of the nodes")
 
     def check(self) -> None:
+        _positive(self, "workers", "nats_port", "nats_cluster_port", "pg_port")
         _positive(self, "port", "worker_port", "worker_metrics_port", "default_port", "fallback_port",
                   "start_timeout_s")
         check_secret("RINHA_ADMIN_TOKEN", self.admin_token, required=False)

@@ -49,6 +49,7 @@ def render_nginx_conf(template: str, *, port: int, socket_dir: str) -> str:
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
     expected_exit: bool = False
     pump: threading.Thread | None = None
@@ -74,6 +75,8 @@ class Stack:
     died: list[str] = field(default_factory=list)
     admin_token: str = field(init=False, repr=False)
     link_secret: str = field(init=False, repr=False)
+    nats: object = None       # cluster mode: rinha.cluster.servers.NatsCluster
+    postgres: object = None   # cluster mode: rinha.cluster.servers.Postgres
 
     def __post_init__(self) -> None:
         self.admin_token = self.config.admin_token or secrets.token_urlsafe(32)
@@ -115,7 +118,20 @@ class Stack:
         return next(child for child in self.children if child.name == name)
 
     def pids(self) -> dict[str, int]:
-        return {c.name: c.process.pid for c in self.children if c.process and c.process.poll() is None}
+        pids = {c.name: c.process.pid for c in self.children if c.process and c.process.poll() is None}
+        if self.nats is not None:
+            pids.update({f"nats{i + 1}": p.pid for i, p in enumerate(self.nats.processes) if p and p.poll() is None})
+        if self.postgres is not None and self.postgres.process and self.postgres.process.poll() is None:
+            pids["postgres"] = self.postgres.process.pid
+        return pids
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [f"worker{i + 1}" for i in range(self.config.workers)] if self.config.cluster else ["worker"]
+
+    def worker_ports(self, i: int) -> tuple[int, int]:
+        """Link and metrics ports of worker i (0-based); the single node's worker is worker 0."""
+        return self.config.worker_port + 2 * i, self.config.worker_metrics_port + 2 * i
 
     # Start and stop
 
@@ -137,7 +153,10 @@ class Stack:
                 self._spawn("default", rinha + ["emulator", "--port", str(cfg.default_port), "--fee", "0.05"])
             if not cfg.fallback_url:
                 self._spawn("fallback", rinha + ["emulator", "--port", str(cfg.fallback_port), "--fee", "0.15"])
-            if self.with_nodes:
+            if self.with_nodes and cfg.cluster:
+                self._start_engines()
+                self._start_cluster_nodes(rinha, level)
+            elif self.with_nodes:
                 self._start_nodes(rinha, level)
             elif self.stand_in:
                 self._start_stand_ins()
@@ -153,7 +172,11 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-        if self.with_nodes:
+        if self.with_nodes and cfg.cluster:
+            behind = (f"{self.socket_path(1)}, {self.socket_path(2)} -> {cfg.workers} workers from 127.0.0.1:"
+                      f"{cfg.worker_port}, NATS 127.0.0.1:{cfg.nats_port}-{cfg.nats_port + 2}, "
+                      f"PostgreSQL 127.0.0.1:{cfg.pg_port}")
+        elif self.with_nodes:
             behind = f"{self.socket_path(1)}, {self.socket_path(2)} -> worker 127.0.0.1:{cfg.worker_port}"
         elif self.stand_in:
             behind = f"{self.socket_path(1)}, {self.socket_path(2)}: stand-ins ({' '.join(self.stand_in)})"
@@ -182,6 +205,10 @@ class Stack:
         for child in self.children:
             if child.pump is not None:
                 child.pump.join(timeout=2)
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def stop_child(self, name: str, sig: int = signal.SIGTERM) -> int:
         """Stops one child (SIGTERM by default; SIGKILL for crash drills) and returns its exit code."""
@@ -223,6 +250,43 @@ class Stack:
             self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
                              f"api{n}")
 
+    def _start_engines(self) -> None:
+        """Cluster mode's engines, with credentials made for this run (imported only here)."""
+        from rinha.cluster.servers import NatsCluster, Postgres
+        cfg = self.config
+        self.nats = NatsCluster(self.run_dir / "nats", [cfg.nats_port + i for i in range(3)],
+                                [cfg.nats_cluster_port + i for i in range(3)])
+        self.postgres = Postgres(self.run_dir / "pg", cfg.pg_port)
+        self.nats.start(cfg.start_timeout_s)
+        self.postgres.init()
+        self.postgres.start(cfg.start_timeout_s)
+        self.log(f"[stack] NATS JetStream cluster on 127.0.0.1:{cfg.nats_port}-{cfg.nats_port + 2}, "
+                 f"PostgreSQL on 127.0.0.1:{cfg.pg_port} (data in {self.postgres.data_dir})")
+
+    def _start_cluster_nodes(self, rinha: list[str], level: str) -> None:
+        """N workers on the shared engines, and two API nodes that fail over between them."""
+        cfg = self.config
+        engines = {"RINHA_NATS_URL": self.nats.url, "RINHA_PG_DSN": self.postgres.dsn}  # never in argv
+        for i, name in enumerate(self.worker_names):
+            port, metrics_port = self.worker_ports(i)
+            self._spawn(name, rinha + ["worker", "--listen", f"127.0.0.1:{port}",
+                                       "--default-url", self.default_url, "--fallback-url", self.fallback_url,
+                                       "--metrics-listen", f"127.0.0.1:{metrics_port}", "--log-level", level],
+                        env=engines)
+        addresses = [f"127.0.0.1:{self.worker_ports(i)[0]}" for i in range(cfg.workers)]
+        for n in (1, 2):
+            # Each API node starts on a different worker, so the publishing is shared too.
+            first = (n - 1) % cfg.workers
+            order = addresses[first:] + addresses[:first]
+            self._spawn(f"api{n}", rinha + ["api", "--socket", self.socket_path(n), "--name", f"api{n}",
+                                            "--metrics-listen", self.metrics_socket_path(n),
+                                            "--worker", ",".join(order), "--log-level", level])
+        for i, name in enumerate(self.worker_names):
+            self._wait_ready(lambda i=i: answers_http(("127.0.0.1", self.worker_ports(i)[0]), None), name)
+        for n in (1, 2):
+            self._wait_ready(lambda n=n: answers_http(self.socket_path(n), "/healthcheck", b'"link":"up"'),
+                             f"api{n}")
+
     def _start_stand_ins(self) -> None:
         for n in (1, 2):
             self._spawn(f"api{n}", [*self.stand_in, self.socket_path(n)])
@@ -233,15 +297,15 @@ class Stack:
         if subprocess.run(["sh", "-c", f"command -v {self.config.nginx}"], capture_output=True).returncode != 0:
             raise StackError(f"NGINX not found ('{self.config.nginx}'). Install it: apt-get install -y nginx")
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        child = Child(name, argv)
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        child = Child(name, argv, env or {})
         self.children.append(child)
         self._launch(child)
 
     def _launch(self, child: Child) -> None:
         # The stack's secrets first, so a test can give one node a wrong one through extra_env.
         env = {**os.environ, "RINHA_LINK_SECRET": self.link_secret, "RINHA_ADMIN_TOKEN": self.admin_token,
-               **self.extra_env, "PYTHONUNBUFFERED": "1"}
+               **self.extra_env, **child.env, "PYTHONUNBUFFERED": "1"}
         child.process = subprocess.Popen(child.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         child.pump = threading.Thread(target=self._pump, args=(child, child.process), daemon=True,
