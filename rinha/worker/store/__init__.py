@@ -14,7 +14,7 @@ def open_store(config, queue) -> Store:
     if config.nats_url:
         from rinha.cluster.store import ClusterStore
         return ClusterStore(queue, nats_url=config.nats_url, pg_dsn=config.pg_dsn, ack_wait_s=config.ack_wait_s,
-                            replicas=config.nats_replicas, settle_s=config.slow_ms / 1000,
+                            replicas=config.nats_replicas, settle_s=config.settle_timeout_ms / 1000,
                             max_held=4 * config.senders, name=config.listen)
     return SqliteStore(config.data_dir or None, sync=config.sync if config.data_dir else "off",
                        commit_interval_ms=config.commit_interval_ms, recent_window_s=config.recent_window_s,
