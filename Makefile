@@ -25,7 +25,7 @@ test-fast: deps
 	$(PYTHON) -m pytest -m 'not slow'
 
 rinha: deps
-	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE)
+	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE) --policy profit
 
 # The latency floor: the same k6 run against NGINX answering every route itself.
 floor: deps
