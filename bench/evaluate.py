@@ -20,6 +20,7 @@ of net against the better of the two baselines on the same schedule, in %.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
 import logging
@@ -257,13 +258,15 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
     }
 
 
-def run_one(job: tuple[dict, str, float]) -> dict:
-    schedule, policy, scale = job
+def run_one(job: tuple) -> dict:
+    schedule, policy, scale, *rest = job
+    settings = rest[0] if rest else {}
     logging.disable(logging.CRITICAL)
     loop = VirtualLoop()
     try:
         started = time.process_time()
-        result = loop.run_until_complete(simulate(schedule, policy, scale=scale))
+        config = WorkerConfig(policy=policy, link_secret="x", **settings)
+        result = loop.run_until_complete(simulate(schedule, policy, scale=scale, config=config))
         result["cpu_s"] = round(time.process_time() - started, 2)
         return result
     finally:
@@ -318,12 +321,19 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="users AND processor capacity (and senders, pacing, hold count) scaled together")
+    parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                        help="a worker setting (rinha worker's option, e.g. hold_ms=1000) for every policy; repeatable")
     parser.add_argument("--per-schedule", action="store_true", help="print one line per schedule and policy")
     parser.add_argument("--json", type=Path, default=None, help="write every result here")
     args = parser.parse_args()
     policies = args.policies.split(",")
     schedules = [load_schedule(n) for n in args.schedule] or schedule_gen.family(args.seed, args.count)
-    jobs = [(s, p, args.scale) for s in schedules for p in policies]
+    fields = {f.name: f.type for f in dataclasses.fields(WorkerConfig)}
+    settings = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = {"int": int, "float": float}.get(fields[key], str)(value)
+    jobs = [(s, p, args.scale, settings) for s in schedules for p in policies]
     results = []
     started = time.monotonic()
     with multiprocessing.Pool(args.jobs) as pool:
@@ -333,7 +343,7 @@ def main() -> int:
                 print(json.dumps(result), flush=True)
             elif n % 20 == 0 or n == len(jobs):
                 print(f"  {n}/{len(jobs)} runs, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    order = {(s["name"], p): i for i, (s, p, _) in enumerate(jobs)}
+    order = {(s["name"], p): i for i, (s, p, *_) in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["schedule"], r["policy"])])
     print(summarize(results, policies))
     if args.json:

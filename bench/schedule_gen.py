@@ -74,9 +74,9 @@ def generate(seed: int, cls: str | None = None) -> dict:
         what = f"default down {start:.0f}-{start + length:.0f} s"
     elif cls == "outage-to-end":
         start = rng.uniform(5, 55)
-        if rng.random() < 0.5:  # a shorter outage before it
-            first = rng.uniform(2, max(3, start - 8))
-            length = rng.uniform(2, max(2.5, min(10, start - first - 2)))
+        if rng.random() < 0.5 and start > 15:  # a shorter outage before it, ended 3 s or more before
+            first = rng.uniform(2, start - 8)
+            length = rng.uniform(2, min(10, start - first - 3))
             _outage(events, "default", first, first + length, base["default"])
         _outage(events, "default", start, DURATION_S + 10, base["default"])
         what = f"default down from {start:.0f} s to the end"
