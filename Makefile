@@ -29,7 +29,7 @@ test-fast: deps
 	$(PYTHON) -m pytest -m 'not slow'
 
 rinha: deps
-	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE) $(CLUSTER_FLAGS)
+	$(PYTHON) bench/official.py --max-requests $(MAX_REQUESTS) --duration $(DURATION) --schedule $(SCHEDULE) $(CLUSTER_FLAGS) --policy profit
 
 # The latency floor: the same k6 run against NGINX answering every route itself.
 floor: deps

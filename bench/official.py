@@ -37,6 +37,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 import report as run_report  # noqa: E402
+import schedule_gen  # noqa: E402
 from floor import render_floor_conf  # noqa: E402
 from linkproxy import LinkProxy  # noqa: E402
 import pyspy  # noqa: E402
@@ -111,14 +112,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 60)),
                         help="seconds of the payments ramp (env DURATION, default 60)")
     parser.add_argument("--schedule", default=os.environ.get("SCHEDULE", "official"),
-                        help="fault schedule: a name in bench/schedules/ or a JSON path (default official)")
+                        help="fault schedule: a name in bench/schedules/, a JSON path, or gen:<seed> / gen:<class>:<seed> (bench/schedule_gen.py) (default official)")
     parser.add_argument("--results", type=Path, default=BENCH / "results",
                         help="folder under which this run's folder is made (default bench/results)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("RINHA_BENCH_PORT", 9999)),
                         help="NGINX port (env RINHA_BENCH_PORT, default 9999); any other also puts the emulators "
                              "and the worker on free ports, so runs can share a machine")
-    parser.add_argument("--policy", default=os.environ.get("RINHA_WORKER_POLICY", "profit"),
-                        help="the worker's routing policy (default profit; baselines: always-default, fallback-on-failure)")
+    parser.add_argument("--policy", default=os.environ.get("RINHA_WORKER_POLICY", "robust"),
+                        help="the worker's routing policy (default robust, as rinha stack; profit is the contest preset; "
+                             "baselines: always-default, fallback-on-failure)")
     parser.add_argument("--duplicate-rate", type=float, default=0.0,
                         help="share of POSTs that repeat an earlier correlationId (default 0)")
     parser.add_argument("--drill", default=None,
@@ -155,6 +157,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def schedule_text(name: str) -> str:
+    """The schedule's JSON: a generated one (`gen:<seed>`, `gen:<class>:<seed>`) or a file's."""
+    generated = schedule_gen.parse_name(name)
+    if generated is not None:
+        return json.dumps(generated, indent=2)
+    return schedule_path(name).read_text()
 
 
 def schedule_path(name: str) -> Path:
@@ -291,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results.resolve() / time.strftime("%Y%m%d-%H%M%S")  # k6 runs in it: no relative paths
     out.mkdir(parents=True, exist_ok=True)
     # The report needs the schedule the run used, whatever happens to bench/schedules/ later.
-    shutil.copyfile(schedule_path(args.schedule), out / run_report.SCHEDULE)
+    (out / run_report.SCHEDULE).write_text(schedule_text(args.schedule))
     log_file = (out / "stack.log").open("w", buffering=1)
 
     def log(line: str) -> None:

@@ -236,3 +236,33 @@ async def _admin_put(session: aiohttp.ClientSession, port: int, setting: str, va
     async with session.put(f"http://127.0.0.1:{port}/admin/configurations/{setting}", json={setting: value},
                            headers=TOKEN) as response:
         assert response.status == 200
+
+
+async def test_robust_sends_waiting_payments_to_a_healthy_fallback_after_its_bound(emulators):
+    async with Rig(*emulators, senders=4, timeout_s=2, policy="robust", hold_ms=300) as rig:
+        await rig.admin("default", "failure", True)
+        payments = [Payment(new_id(), 250) for _ in range(10)]
+        for payment in payments:
+            rig.queue.put(payment)
+        await eventually(lambda: _true(rig.worker.router.default.open))
+        opened = asyncio.get_running_loop().time()
+        await eventually(lambda: _true(rig.recorded() == 10), timeout=10)
+        assert asyncio.get_running_loop().time() - opened >= 0.25  # held for default first, up to the bound
+        assert await rig.processor_count("default") == 0
+        assert await rig.processor_count("fallback") == 10
+
+
+async def test_robust_lets_a_slow_default_carry_its_load_with_more_than_64_calls_in_flight():
+    config = EmulatorConfig(port=0)  # SPEC.md's 800 served at once, 500 waiting
+    async with EmulatorServer(config) as default, EmulatorServer(dataclasses.replace(config, fee=0.15)) as fallback, \
+            Rig(default, fallback, senders=64, timeout_s=5, policy="robust") as rig:
+        await rig.admin("default", "delay", 1200)
+        payments = [Payment(new_id(), 100) for _ in range(200)]
+        for payment in payments:
+            rig.queue.put(payment)
+        await eventually(lambda: _true(len(rig.worker.router.default.in_flight) > 64), timeout=5)
+        await eventually(lambda: _true(rig.recorded() == 200), timeout=15)
+        assert len(rig.dispatcher._tasks) > 64
+        assert await rig.processor_count("default") == 200  # slow is not down: nothing moved to fallback
+        assert await rig.processor_count("fallback") == 0
+

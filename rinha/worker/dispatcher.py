@@ -1,4 +1,8 @@
-"""The senders: a fixed number of tasks that take payments off the queue and pay them.
+"""The senders: a pool of tasks that take payments off the queue and pay them.
+
+The pool starts at `senders` and grows, one task at a time up to `max_senders`, while every
+sender is in a call and payments are still queued: a slow processor (1.2 s a call) that takes
+800 calls at once then carries ~650 payments/s instead of the ~53/s of 64 senders. Slow is not down.
 
 A payment leaves the worker only through the store: a stored outcome records it; any other
 outcome puts it back at the front of the queue (pinned to its processor if it may be stored).
@@ -22,11 +26,16 @@ log = logging.getLogger(__name__)
 
 class Dispatcher:
     def __init__(self, queue: PaymentQueue, router: Router, store: Store, *, senders: int,
-                 call_meters: dict[str, CallMeters] | None = None) -> None:
+                 max_senders: int | None = None, call_meters: dict[str, CallMeters] | None = None,
+                 wait_meter=None) -> None:
         self.queue = queue
         self.router = router
+        router.queued = queue.__len__
         self.store = store
         self.senders = senders
+        self.max_senders = max(senders, max_senders or senders)
+        self.calling = 0                  # senders inside a processor call right now
+        self.wait_meter = wait_meter      # observe(seconds) from acceptance to a processor's answer
         self.call_meters = call_meters    # by processor name; None counts nothing
         self.held: set[Payment] = set()     # taken off the queue by a sender, not yet recorded
         self._settled = asyncio.Event()      # pulsed whenever a call ends, for summary waits
@@ -64,7 +73,15 @@ class Dispatcher:
                     view = router.views[payment.processor]
             payment.attempts += 1
             view.started(payment, loop.time())
-            outcome, elapsed = await view.client.pay(payment, view.timeout_s())
+            self.calling += 1
+            if self.calling >= len(self._tasks) and self.queue.items and len(self._tasks) < self.max_senders:
+                self._tasks.append(loop.create_task(self._sender()))
+            try:
+                outcome, elapsed = await view.client.pay(payment, view.timeout_s())
+            finally:
+                self.calling -= 1
+            if self.wait_meter is not None and outcome.stored:
+                self.wait_meter.observe(loop.time() - payment.accepted_at)
             if meters is not None:
                 meters[view.name].ended(outcome, elapsed)
             router.finished(view, payment, outcome, elapsed, loop.time())

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # From a call that hit a warm connection (~1 ms) to the 10 s ceiling of --request-timeout-s.
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# A payment's wait, from acceptance to the answer that stored it: a service level, up to a long outage.
+WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 2.5, 5, 10, 20, 30, 60)
 
 
 class CallMeters:
@@ -58,6 +60,9 @@ class WorkerMetrics:
                                  ("processor",))
         ledger = registry.gauge("rinha_worker_ledger_payments", "Payments in the ledger (since the last purge).",
                                 ("processor",))
+        self.wait = registry.histogram("rinha_worker_payment_wait_seconds",
+                                       "Time from a payment's acceptance to the processor's answer that stored it.",
+                                       WAIT_BUCKETS).labels()
         self.calls: dict[str, CallMeters] = {}
         for name, view in router.views.items():
             in_flight.labels(name).fn = lambda view=view: len(view.in_flight)

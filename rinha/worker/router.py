@@ -179,7 +179,8 @@ class ProcessorView:
 class Policy(Protocol):
     name: str
 
-    def choose(self, default: ProcessorView, fallback: ProcessorView, now: float) -> ProcessorView | None: ...
+    def choose(self, default: ProcessorView, fallback: ProcessorView, now: float, waiting: int = 0) -> ProcessorView | None:
+        """`waiting`: payments that have no call yet (queued, or held by a sender without a route)."""
 
 
 class ProfitPolicy:
@@ -195,7 +196,7 @@ class ProfitPolicy:
     def __init__(self, fallback_after_s: float) -> None:
         self.fallback_after_s = fallback_after_s
 
-    def choose(self, default, fallback, now):
+    def choose(self, default, fallback, now, waiting=0):
         if default.admit(now, mind_latency=True):
             return default
         if default.out_for(now) >= self.fallback_after_s and fallback.admit(now, mind_latency=True):
@@ -208,7 +209,7 @@ class AlwaysDefaultPolicy:
 
     name = "always-default"
 
-    def choose(self, default, fallback, now):
+    def choose(self, default, fallback, now, waiting=0):
         return default if default.admit(now, mind_latency=False) else None
 
 
@@ -217,7 +218,7 @@ class FallbackOnFailurePolicy:
 
     name = "fallback-on-failure"
 
-    def choose(self, default, fallback, now):
+    def choose(self, default, fallback, now, waiting=0):
         if default.admit(now, mind_latency=False):
             return default
         if default.open and fallback.admit(now, mind_latency=False):
@@ -225,7 +226,36 @@ class FallbackOnFailurePolicy:
         return None
 
 
-def make_policy(name: str, fallback_after_s: float) -> Policy:
+class RobustPolicy:
+    """Default first, but no payment is bet on how long an outage lasts.
+
+    While default is out (open, or slower than the audit allows), a payment is held for it at most
+    `hold_s` or until `hold_payments` are waiting, whichever comes first; then a healthy fallback
+    takes them. While default is up but its backlog is more than it can carry in `hold_s` (calls in
+    flight over its latency), the excess goes to fallback. It knows nothing of when a test ends:
+    the worst a long outage costs is the fee premium, never the payment.
+    """
+
+    name = "robust"
+
+    def __init__(self, hold_s: float, hold_payments: int) -> None:
+        self.hold_s = hold_s
+        self.hold_payments = hold_payments
+
+    def choose(self, default, fallback, now, waiting=0):
+        if default.admit(now, mind_latency=True):
+            return default
+        if default.open or default.slow:
+            if default.out_for(now) < self.hold_s and waiting < self.hold_payments:
+                return None
+        elif waiting * max(default.latency_s, 0.001) < self.hold_s * default.max_in_flight:
+            return None  # up and busy, but the backlog drains within the bound
+        return fallback if fallback.admit(now, mind_latency=True) else None
+
+
+def make_policy(name: str, fallback_after_s: float, hold_s: float = 2.0, hold_payments: int = 200) -> Policy:
+    if name == RobustPolicy.name:
+        return RobustPolicy(hold_s, hold_payments)
     if name == ProfitPolicy.name:
         return ProfitPolicy(fallback_after_s)
     if name == AlwaysDefaultPolicy.name:
@@ -254,6 +284,8 @@ class Router:
         self.tokens = self.burst
         self.refilled_at = 0.0
         self.waiters = Waiters()  # senders holding a payment that has no route yet
+        # Payments with no call yet besides the waiters (the dispatcher plugs in its queue's length).
+        self.queued = lambda: 0
         self.fallback_decisions = 0   # payments the policy sent to fallback, ever
         # The current run of policy decisions: on fallback or not, and how many it holds. A line
         # is logged when a run changes side, never per payment.
@@ -279,7 +311,7 @@ class Router:
             view = self.views[payment.processor]
             view = view if view.admit(now, mind_latency=False) else None
         else:
-            view = self.policy.choose(self.default, self.fallback, now)
+            view = self.policy.choose(self.default, self.fallback, now, len(self.waiters) + self.queued())
             if view is self.fallback:
                 self.fallback_decisions += 1
                 if not self.on_fallback:

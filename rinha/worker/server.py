@@ -30,13 +30,13 @@ class Worker:
         self.config = config
         self.queue = PaymentQueue()
         self.store = open_store(config, self.queue)
-        self.clients = [ProcessorClient(name, url, connections=config.senders, timeout_s=config.request_timeout_s)
+        self.clients = [ProcessorClient(name, url, connections=config.max_senders, timeout_s=config.request_timeout_s)
                         for name, url in (("default", config.default_url), ("fallback", config.fallback_url))]
         views = [ProcessorView(client, failure_threshold=config.failure_threshold,
                                probe_interval_s=config.probe_interval_ms / 1000, max_probes=config.max_probes,
-                               slow_s=config.slow_ms / 1000, max_in_flight=config.senders,
+                               slow_s=config.slow_threshold_s(), max_in_flight=config.max_senders,
                                request_timeout_s=config.request_timeout_s) for client in self.clients]
-        self.router = Router(*views, make_policy(config.policy, config.fallback_after_s),
+        self.router = Router(*views, make_policy(config.policy, config.fallback_after_s, config.hold_ms / 1000, config.hold_payments),
                              max_calls_per_s=config.max_calls_per_s)
         self.health = [self.store.health_poller(client.name, client.base_url, lambda client=client: client.session,
                                     interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
@@ -47,7 +47,8 @@ class Worker:
         self.duplicates = 0
         self.metrics = WorkerMetrics(self)
         self.dispatcher = Dispatcher(self.queue, self.router, self.store, senders=config.senders,
-                                     call_meters=self.metrics.calls)
+                                     max_senders=config.max_senders, call_meters=self.metrics.calls,
+                                     wait_meter=self.metrics.wait)
 
     async def start(self) -> None:
         if not self.config.data_dir:

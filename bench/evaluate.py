@@ -1,0 +1,355 @@
+"""Fast evaluator of routing policies over generated fault schedules (issue 14), no k6, no sockets.
+
+The real `Router`, `ProcessorView`, policies, `Dispatcher` and `PaymentQueue` run unchanged on an
+asyncio loop whose clock is virtual: its selector's `select(timeout)` advances the clock by the
+timeout instead of sleeping, so a 60 s test runs as fast as the CPU can step its events.
+Simulated processors follow SPEC.md §2: the delay, then 500 if failing, else store (422 when the
+payment is already stored); 800 served at once and 500 waiting, beyond that 429; the health
+endpoint read once per 5.1 s per processor, as the worker's poller does. The load follows §3:
+virtual users ramp 1 -> 550 over 60 s, each posts and sleeps 1 s (~16.7 k payments).
+
+    python3 bench/evaluate.py --seed 1000 --count 200 --jobs 2
+    python3 bench/evaluate.py --schedule official --policies profit
+
+Per schedule and policy: net at the end (teardown: what our ledger holds, fees off), lag (money
+accepted but not processed by the end), fee rate, p99 of a payment's wait from acceptance to
+the answer that stored it. Per class: mean, median and worst of net and of regret, the shortfall
+of net against the better of the two baselines on the same schedule, in %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import asyncio
+import json
+import logging
+import multiprocessing
+import selectors
+import statistics
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+import schedule_gen  # noqa: E402
+from rinha.worker.dispatcher import Dispatcher  # noqa: E402
+from rinha.worker.processors import Outcome  # noqa: E402
+from rinha.worker.queue import Payment, PaymentQueue  # noqa: E402
+from rinha.worker.router import ProcessorView, Router, make_policy  # noqa: E402
+from rinha.config import WorkerConfig  # noqa: E402
+
+POLICIES = ("robust", "profit", "always-default", "fallback-on-failure")
+BASELINES = ("always-default", "fallback-on-failure")
+FEES = {"default": 0.05, "fallback": 0.15}
+AMOUNT_CENTS = 1990
+SERVED_AT_ONCE = 800
+WAITING_MAX = 500
+HEALTH_INTERVAL_S = 5.1
+FEED_TICK_S = 0.01  # the API nodes' batches reach the worker at about this pace
+
+
+class VirtualSelector(selectors.SelectSelector):
+    """Nothing real is ever ready: a select with a timeout moves the clock to its end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout=None):
+        if timeout is None:
+            raise RuntimeError("simulation deadlock: nothing scheduled")
+        if timeout > 0:
+            self.now += timeout
+        return []
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self.vsel = VirtualSelector()
+        super().__init__(self.vsel)
+        self._clock_resolution = 1e-9
+
+    def time(self) -> float:
+        return self.vsel.now
+
+
+class SimProcessor:
+    """One payment processor as SPEC.md §2 states it, on the loop's clock."""
+
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop, scale: float) -> None:
+        self.name = name
+        self.loop = loop
+        self.delay_s = 0.0
+        self.failing = False
+        self.capacity = max(1, round(SERVED_AT_ONCE * scale))
+        self.waiting_max = max(1, round(WAITING_MAX * scale))
+        self.serving = 0
+        self.waiting: deque[asyncio.Future] = deque()
+        self.stored: dict[str, int] = {}   # correlationId -> requestedAt
+        self.rejected_busy = 0
+
+    async def handle(self, correlation_id: str, requested_at: int) -> int:
+        """Status of one POST /payments."""
+        if self.serving >= self.capacity:
+            if len(self.waiting) >= self.waiting_max:
+                self.rejected_busy += 1
+                return 429
+            slot = self.loop.create_future()
+            self.waiting.append(slot)
+            await slot  # the slot is handed over with serving already counted
+        else:
+            self.serving += 1
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if self.failing:
+                return 500
+            if correlation_id in self.stored:
+                return 422
+            self.stored[correlation_id] = requested_at
+            return 200
+        finally:
+            if self.waiting:
+                self.waiting.popleft().set_result(None)
+            else:
+                self.serving -= 1
+
+
+class SimClient:
+    """What `ProcessorClient.pay` returns, against a `SimProcessor`: an abandoned call goes on."""
+
+    def __init__(self, processor: SimProcessor) -> None:
+        self.name = processor.name
+        self.processor = processor
+        self.loop = processor.loop
+
+    async def pay(self, payment: Payment, timeout_s: float | None = None) -> tuple[Outcome, float]:
+        started = self.loop.time()
+        call = self.loop.create_task(self.processor.handle(payment.correlation_id, payment.requested_at))
+        done, _ = await asyncio.wait((call,), timeout=timeout_s)
+        elapsed = self.loop.time() - started
+        if not done:
+            return Outcome.UNKNOWN, elapsed  # the processor may still store it
+        status = call.result()
+        if status < 300:
+            return Outcome.STORED, elapsed
+        if status == 422:
+            return Outcome.DUPLICATE, elapsed
+        return Outcome.FAILED, elapsed
+
+
+class MemoryStore:
+    """The part of rinha/worker/store/base.py's Store the dispatcher uses, in memory: the ledger."""
+
+    def __init__(self) -> None:
+        self.ledger: dict[str, list[float]] = {"default": [], "fallback": []}  # wait of each stored payment
+        self.cents = {"default": 0, "fallback": 0}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def intent(self, payment: Payment) -> None:
+        return None
+
+    async def stored(self, payment: Payment) -> None:
+        self.ledger[payment.processor].append(self.loop.time() - payment.accepted_at)
+        self.cents[payment.processor] += payment.cents
+
+    async def failed(self, payment: Payment) -> None:
+        return None
+
+    def stored_count(self, processor: str) -> int:
+        return len(self.ledger[processor])
+
+
+def arrivals(duration_s: float, max_vus: int, scale: float) -> list[float]:
+    """When each POST is made: VU i starts on the ramp and posts every second until the end."""
+    vus = max(1, round(max_vus * scale))
+    times = []
+    for i in range(vus):
+        t = duration_s * i / max(1, vus - 1) if vus > 1 else 0.0
+        while t < duration_s:
+            times.append(t)
+            t += 1.0
+    times.sort()
+    return times
+
+
+def settings_at(steps: list[dict], t: float) -> dict | None:
+    current = None
+    for step in steps:
+        if step["at"] <= t:
+            current = step
+    return current
+
+
+async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, duration_s: float = 60.0,
+                   max_vus: int = 550, config: WorkerConfig | None = None) -> dict:
+    loop = asyncio.get_running_loop()
+    config = config or WorkerConfig(policy=policy_name, link_secret="x")
+    processors = {name: SimProcessor(name, loop, scale) for name in ("default", "fallback")}
+    max_senders = max(config.senders, round(config.max_senders * scale))
+    views = [ProcessorView(SimClient(processors[name]), failure_threshold=config.failure_threshold,
+                           probe_interval_s=config.probe_interval_ms / 1000, max_probes=config.max_probes,
+                           slow_s=config.slow_threshold_s(), max_in_flight=max_senders,
+                           request_timeout_s=config.request_timeout_s) for name in ("default", "fallback")]
+    router = Router(*views, make_policy(policy_name, config.fallback_after_s, config.hold_ms / 1000,
+                                        round(config.hold_payments * scale) or 1),
+                    max_calls_per_s=config.max_calls_per_s * scale)
+    queue = PaymentQueue()
+    store = MemoryStore()
+    store.loop = loop
+    dispatcher = Dispatcher(queue, router, store, senders=config.senders, max_senders=max_senders)
+    router.start()
+    dispatcher.start()
+    start = loop.time()
+
+    async def faults():
+        for step in sorted(schedule["steps"], key=lambda s: s["at"]):
+            await asyncio.sleep(max(0.0, start + step["at"] - loop.time()))
+            for name in ("default", "fallback"):
+                processors[name].delay_s = step[name]["delay"] / 1000
+                processors[name].failing = step[name]["failure"]
+
+    async def health(name: str):
+        while True:
+            p = processors[name]
+            router.health_report(name, p.failing, round(p.delay_s * 1000))
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    tasks = [loop.create_task(faults()), loop.create_task(health("default")), loop.create_task(health("fallback"))]
+    times = arrivals(duration_s, max_vus, scale)
+    accepted = 0
+    i = 0
+    while i < len(times):
+        now = loop.time() - start
+        while i < len(times) and times[i] <= now:
+            payment = Payment(f"p{i}", AMOUNT_CENTS)
+            payment.accepted_at = loop.time()
+            queue.put(payment)
+            accepted += 1
+            i += 1
+        await asyncio.sleep(FEED_TICK_S)
+    await asyncio.sleep(max(0.0, start + duration_s - loop.time()))
+    # Teardown: what the ledger holds now is what gets paid.
+    cents = dict(store.cents)
+    waits = sorted(store.ledger["default"] + store.ledger["fallback"])
+    counts = {name: len(store.ledger[name]) for name in ("default", "fallback")}
+    for task in tasks:
+        task.cancel()
+    await router.stop()
+    for task in dispatcher._tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, *dispatcher._tasks, return_exceptions=True)
+    gross = sum(cents.values()) / 100
+    fees = sum(FEES[name] * c for name, c in cents.items()) / 100
+    processed = sum(counts.values())
+    return {
+        "schedule": schedule["name"], "class": schedule.get("class", "named"), "policy": policy_name,
+        "scale": scale, "accepted": accepted, "default": counts["default"], "fallback": counts["fallback"],
+        "net": round((gross - fees) / scale, 2), "lag": round((accepted - processed) * AMOUNT_CENTS / 100 / scale, 2),
+        "lag_payments": accepted - processed,
+        "fee_rate": round(fees / gross, 4) if gross else 0.0,
+        "wait_p99_s": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 3) if waits else None,
+        "busy_429": processors["default"].rejected_busy + processors["fallback"].rejected_busy,
+    }
+
+
+def run_one(job: tuple) -> dict:
+    schedule, policy, scale, *rest = job
+    settings = rest[0] if rest else {}
+    logging.disable(logging.CRITICAL)
+    loop = VirtualLoop()
+    try:
+        started = time.process_time()
+        config = WorkerConfig(policy=policy, link_secret="x", **settings)
+        result = loop.run_until_complete(simulate(schedule, policy, scale=scale, config=config))
+        result["cpu_s"] = round(time.process_time() - started, 2)
+        return result
+    finally:
+        loop.close()
+
+
+def load_schedule(name: str) -> dict:
+    generated = schedule_gen.parse_name(name)
+    if generated is not None:
+        return generated
+    path = Path(name) if name.endswith(".json") else BENCH / "schedules" / f"{name}.json"
+    schedule = json.loads(path.read_text())
+    schedule.setdefault("class", "named")
+    return schedule
+
+
+def summarize(results: list[dict], policies: list[str]) -> str:
+    by = {(r["schedule"], r["policy"]): r for r in results}
+    schedules = sorted({r["schedule"] for r in results}, key=lambda s: [r["schedule"] for r in results].index(s))
+    for r in results:
+        best = max((by[(r["schedule"], b)]["net"] for b in BASELINES if (r["schedule"], b) in by), default=None)
+        r["regret"] = round(100 * max(0.0, best - r["net"]) / best, 2) if best else 0.0
+    classes = sorted({r["class"] for r in results})
+    lines = [f"{'class':<15} {'policy':<20} {'n':>4} {'net mean':>10} {'median':>10} {'worst':>10} "
+             f"{'regret% mean':>12} {'median':>7} {'worst':>7} {'lag% mean':>9} {'fee%':>5} {'wait p99 s':>10}"]
+    for cls in classes + ["ALL"]:
+        for policy in policies:
+            rows = [r for r in results if r["policy"] == policy and (cls == "ALL" or r["class"] == cls)]
+            if not rows:
+                continue
+            nets = [r["net"] for r in rows]
+            regrets = [r["regret"] for r in rows]
+            lag_pct = statistics.mean(100 * r["lag_payments"] / max(1, r["accepted"]) for r in rows)
+            waits = [r["wait_p99_s"] for r in rows if r["wait_p99_s"] is not None]
+            lines.append(f"{cls:<15} {policy:<20} {len(rows):>4} {statistics.mean(nets):>10,.0f} "
+                         f"{statistics.median(nets):>10,.0f} {min(nets):>10,.0f} {statistics.mean(regrets):>12.2f} "
+                         f"{statistics.median(regrets):>7.2f} {max(regrets):>7.2f} {lag_pct:>9.2f} "
+                         f"{100 * statistics.mean(r['fee_rate'] for r in rows):>5.1f} "
+                         f"{statistics.median(waits) if waits else float('nan'):>10.3f}")
+        lines.append("")
+    del schedules
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1, help="first seed of the generated family (default 1)")
+    parser.add_argument("--count", type=int, default=20, help="generated schedules, seeds seed..seed+count-1")
+    parser.add_argument("--schedule", action="append", default=[],
+                        help="a named schedule (bench/schedules/, a JSON path, gen:...) instead of the family; repeatable")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="users AND processor capacity (and senders, pacing, hold count) scaled together")
+    parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                        help="a worker setting (rinha worker's option, e.g. hold_ms=1000) for every policy; repeatable")
+    parser.add_argument("--per-schedule", action="store_true", help="print one line per schedule and policy")
+    parser.add_argument("--json", type=Path, default=None, help="write every result here")
+    args = parser.parse_args()
+    policies = args.policies.split(",")
+    schedules = [load_schedule(n) for n in args.schedule] or schedule_gen.family(args.seed, args.count)
+    fields = {f.name: f.type for f in dataclasses.fields(WorkerConfig)}
+    settings = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = {"int": int, "float": float}.get(fields[key], str)(value)
+    jobs = [(s, p, args.scale, settings) for s in schedules for p in policies]
+    results = []
+    started = time.monotonic()
+    with multiprocessing.Pool(args.jobs) as pool:
+        for n, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=1), 1):
+            results.append(result)
+            if args.per_schedule:
+                print(json.dumps(result), flush=True)
+            elif n % 20 == 0 or n == len(jobs):
+                print(f"  {n}/{len(jobs)} runs, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    order = {(s["name"], p): i for i, (s, p, *_) in enumerate(jobs)}
+    results.sort(key=lambda r: order[(r["schedule"], r["policy"])])
+    print(summarize(results, policies))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
