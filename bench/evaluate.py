@@ -146,6 +146,8 @@ class SimClient:
 class MemoryStore:
     """The part of rinha/worker/store/base.py's Store the dispatcher uses, in memory: the ledger."""
 
+    keeps_pins = False  # one worker: a payment surely not stored is free to go anywhere
+
     def __init__(self) -> None:
         self.ledger: dict[str, list[float]] = {"default": [], "fallback": []}  # wait of each stored payment
         self.cents = {"default": 0, "fallback": 0}
