@@ -59,7 +59,7 @@ PROCESSORS = ("default", "fallback")
 # A processor counts as slow (lighter shading) from the delay at which our router stops giving it
 # new payments (the worker's --slow-ms, 1,000 ms by default): below that the delay only lengthens
 # calls nobody waits for; above it routing changes and calls may straddle the audit's 1.5 s edge.
-SLOW_MS = WorkerConfig.slow_ms
+SLOW_MS = WorkerConfig().slow_threshold_s() * 1000  # the default policy's slowness gate
 
 QUEUE = series_key("rinha_worker_queue_payments")
 
