@@ -79,6 +79,22 @@ UNSETTLED = "SELECT count(*) FROM payments WHERE NOT stored AND requested_at BET
 FAR_FUTURE_MS = 2 ** 62
 
 
+PG_TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+async def retry_pg(call, what: str):
+    """Runs `call()` until PostgreSQL answers (it may be restarting); what must be durable or read
+    cannot be skipped, so there is no deadline, only a backoff up to RETRY_MAX_S."""
+    backoff = RETRY_FIRST_S
+    while True:
+        try:
+            return await call()
+        except PG_TRANSIENT as exc:
+            log.warning(f"ledger {what} failed; retrying", extra={"event": "pg_retry", "error": repr(exc)})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RETRY_MAX_S)
+
+
 class GroupCommit:
     """Items added within `interval_s` of each other go to PostgreSQL in one call of `write`;
     each adder waits for it. A failed write (PostgreSQL restarting) is retried until it succeeds:
@@ -110,16 +126,7 @@ class GroupCommit:
         task.add_done_callback(self.tasks.discard)
 
     async def _write(self, items: list, futures: list[asyncio.Future]) -> None:
-        backoff = RETRY_FIRST_S
-        while True:
-            try:
-                result = await self.write(items)
-                break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
-                log.warning("ledger write failed; retrying", extra={"event": "pg_retry", "error": repr(exc),
-                                                                     "items": len(items)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
+        result = await retry_pg(lambda: self.write(items), "write")
         for i, future in enumerate(futures):
             if not future.done():
                 future.set_result(result[i] if result is not None else None)
@@ -225,7 +232,7 @@ class ClusterStore(Store):
     # Store
 
     async def accept(self, batch: list) -> list[Payment]:
-        pending = [(cid, cents) for cid, cents in batch]
+        pending = list(batch)
         backoff = RETRY_FIRST_S
         while pending:
             results = await asyncio.gather(*(self.js.publish(SUBJECT, f"{cid} {cents}".encode(),
@@ -343,15 +350,7 @@ class ClusterStore(Store):
             fresh[cid] = (int(cents), message)
         if not fresh:
             return
-        backoff = RETRY_FIRST_S
-        while True:
-            try:
-                rows = await self.pool.fetch(PINS, list(fresh))
-                break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
-                log.warning("ledger read failed; retrying", extra={"event": "pg_retry", "error": repr(exc)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
+        rows = await retry_pg(lambda: self.pool.fetch(PINS, list(fresh)), "read")
         known = {cid: (processor, requested_at, stored) for cid, processor, requested_at, stored in rows}
         for cid, (cents, message) in fresh.items():
             pin = known.get(cid)

@@ -97,7 +97,6 @@ class LinkClient:
     async def _keep_connected(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = FIRST_BACKOFF_S
-        worker = f"{self.host}:{self.port}"
         lost_at: float | None = None  # loop time the link was last lost; None before it was ever up
         while True:
             self.host, self.port = self.addresses[self.current]
