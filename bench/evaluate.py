@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import multiprocessing
-import selectors
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 import schedule_gen  # noqa: E402
+from virtual_loop import VirtualLoop  # noqa: E402
 from rinha.worker.dispatcher import Dispatcher  # noqa: E402
 from rinha.worker.processors import Outcome  # noqa: E402
 from rinha.worker.queue import Payment, PaymentQueue  # noqa: E402
@@ -53,33 +53,18 @@ HEALTH_INTERVAL_S = 5.1
 FEED_TICK_S = 0.01  # the API nodes' batches reach the worker at about this pace
 
 
-class VirtualSelector(selectors.SelectSelector):
-    """Nothing real is ever ready: a select with a timeout moves the clock to its end."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 0.0
-
-    def select(self, timeout=None):
-        if timeout is None:
-            raise RuntimeError("simulation deadlock: nothing scheduled")
-        if timeout > 0:
-            self.now += timeout
-        return []
-
-
-class VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.vsel = VirtualSelector()
-        super().__init__(self.vsel)
-        self._clock_resolution = 1e-9
-
-    def time(self) -> float:
-        return self.vsel.now
+def _settle(answer: asyncio.Future, status: int | None) -> None:
+    if not answer.done():  # the caller may have given up on it, or been cancelled
+        answer.set_result(status)
 
 
 class SimProcessor:
-    """One payment processor as SPEC.md §2 states it, on the loop's clock."""
+    """One payment processor as SPEC.md §2 states it, on the loop's clock.
+
+    A call is a future and a timer, not a task: `submit` takes the request, and the status lands
+    on the call's future when the processor answers. The delay is the one set when service
+    begins; failing and the stored set are read when it ends, as the real one does.
+    """
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop, scale: float) -> None:
         self.name = name
@@ -89,35 +74,51 @@ class SimProcessor:
         self.capacity = max(1, round(SERVED_AT_ONCE * scale))
         self.waiting_max = max(1, round(WAITING_MAX * scale))
         self.serving = 0
-        self.waiting: deque[asyncio.Future] = deque()
+        self.waiting: deque[tuple[str, int, asyncio.Future]] = deque()
         self.stored: dict[str, int] = {}   # correlationId -> requestedAt
         self.rejected_busy = 0
 
-    async def handle(self, correlation_id: str, requested_at: int) -> int:
-        """Status of one POST /payments."""
-        if self.serving >= self.capacity:
-            if len(self.waiting) >= self.waiting_max:
-                self.rejected_busy += 1
-                return 429
-            slot = self.loop.create_future()
-            self.waiting.append(slot)
-            await slot  # the slot is handed over with serving already counted
-        else:
+    def submit(self, correlation_id: str, requested_at: int, answer: asyncio.Future) -> float | None:
+        """One POST /payments; its status is set on `answer`. Returns when that will be if it
+        is known now (served at once, or refused), None while the call waits for a slot."""
+        if self.serving < self.capacity:
             self.serving += 1
-        try:
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            if self.failing:
-                return 500
-            if correlation_id in self.stored:
-                return 422
+            return self._serve(correlation_id, requested_at, answer)
+        if len(self.waiting) < self.waiting_max:
+            self.waiting.append((correlation_id, requested_at, answer))
+            return None
+        self.rejected_busy += 1
+        self.loop.call_soon(_settle, answer, 429)
+        return self.loop.time()
+
+    async def handle(self, correlation_id: str, requested_at: int) -> int:
+        """Status of one POST /payments, awaited (for tests and one-off calls)."""
+        answer = self.loop.create_future()
+        self.submit(correlation_id, requested_at, answer)
+        return await answer
+
+    def _serve(self, correlation_id: str, requested_at: int, answer: asyncio.Future) -> float:
+        loop = self.loop
+        if self.delay_s:
+            at = loop.time() + self.delay_s
+            loop.call_at(at, self._answer, correlation_id, requested_at, answer)
+            return at
+        loop.call_soon(self._answer, correlation_id, requested_at, answer)  # answered, but not within the call
+        return loop.time()
+
+    def _answer(self, correlation_id: str, requested_at: int, answer: asyncio.Future) -> None:
+        if self.failing:
+            status = 500
+        elif correlation_id in self.stored:
+            status = 422
+        else:
             self.stored[correlation_id] = requested_at
-            return 200
-        finally:
-            if self.waiting:
-                self.waiting.popleft().set_result(None)
-            else:
-                self.serving -= 1
+            status = 200
+        _settle(answer, status)
+        if self.waiting:
+            self._serve(*self.waiting.popleft())  # the slot is handed over, serving stays counted
+        else:
+            self.serving -= 1
 
 
 class SimClient:
@@ -129,13 +130,19 @@ class SimClient:
         self.loop = processor.loop
 
     async def pay(self, payment: Payment, timeout_s: float | None = None) -> tuple[Outcome, float]:
-        started = self.loop.time()
-        call = self.loop.create_task(self.processor.handle(payment.correlation_id, payment.requested_at))
-        done, _ = await asyncio.wait((call,), timeout=timeout_s)
-        elapsed = self.loop.time() - started
-        if not done:
-            return Outcome.UNKNOWN, elapsed  # the processor may still store it
-        status = call.result()
+        loop = self.loop
+        started = loop.time()
+        answer = loop.create_future()
+        answer_at = self.processor.submit(payment.correlation_id, payment.requested_at, answer)
+        give_up = None
+        if timeout_s is not None and (answer_at is None or answer_at > started + timeout_s):
+            give_up = loop.call_at(started + timeout_s, _settle, answer, None)
+        status = await answer
+        if give_up is not None:
+            give_up.cancel()
+        elapsed = loop.time() - started
+        if status is None:
+            return Outcome.UNKNOWN, elapsed  # timed out: the processor may still store it
         if status < 300:
             return Outcome.STORED, elapsed
         if status == 422:
@@ -144,24 +151,30 @@ class SimClient:
 
 
 class MemoryStore:
-    """The part of rinha/worker/store/base.py's Store the dispatcher uses, in memory: the ledger."""
+    """The part of rinha/worker/store/base.py's Store the dispatcher uses, in memory: the ledger.
+
+    Its calls never wait, so each returns one future already done rather than a coroutine:
+    awaiting it goes on at once, as awaiting a coroutine that never suspends does."""
 
     keeps_pins = False  # one worker: a payment surely not stored is free to go anywhere
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ledger: dict[str, list[float]] = {"default": [], "fallback": []}  # wait of each stored payment
         self.cents = {"default": 0, "fallback": 0}
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop = loop
+        self.done = loop.create_future()
+        self.done.set_result(None)
 
-    async def intent(self, payment: Payment) -> None:
-        return None
+    def intent(self, payment: Payment) -> asyncio.Future:
+        return self.done
 
-    async def stored(self, payment: Payment) -> None:
+    def stored(self, payment: Payment) -> asyncio.Future:
         self.ledger[payment.processor].append(self.loop.time() - payment.accepted_at)
         self.cents[payment.processor] += payment.cents
+        return self.done
 
-    async def failed(self, payment: Payment) -> None:
-        return None
+    def failed(self, payment: Payment) -> asyncio.Future:
+        return self.done
 
     def stored_count(self, processor: str) -> int:
         return len(self.ledger[processor])
@@ -202,8 +215,7 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
                                         round(config.hold_payments * scale) or 1),
                     max_calls_per_s=config.max_calls_per_s * scale)
     queue = PaymentQueue()
-    store = MemoryStore()
-    store.loop = loop
+    store = MemoryStore(loop)
     dispatcher = Dispatcher(queue, router, store, senders=config.senders, max_senders=max_senders)
     router.start()
     dispatcher.start()
@@ -224,17 +236,25 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
 
     tasks = [loop.create_task(faults()), loop.create_task(health("default")), loop.create_task(health("fallback"))]
     times = arrivals(duration_s, max_vus, scale)
-    accepted = 0
-    i = 0
-    while i < len(times):
+    fed = 0
+
+    def feed():
+        """One tick of the API nodes' batches: every POST made by now is queued."""
+        nonlocal fed
         now = loop.time() - start
-        while i < len(times) and times[i] <= now:
-            payment = Payment(f"p{i}", AMOUNT_CENTS)
+        while fed < len(times) and times[fed] <= now:
+            payment = Payment(f"p{fed}", AMOUNT_CENTS)
             payment.accepted_at = loop.time()
             queue.put(payment)
-            accepted += 1
-            i += 1
-        await asyncio.sleep(FEED_TICK_S)
+            fed += 1
+        if fed < len(times):
+            loop.call_at(loop.time() + FEED_TICK_S, feed)
+        else:
+            loop.call_at(loop.time() + FEED_TICK_S, fed_all.set_result, None)  # the last batch gets its tick
+
+    fed_all = loop.create_future()
+    feed()
+    await fed_all
     await asyncio.sleep(max(0.0, start + duration_s - loop.time()))
     # Teardown: what the ledger holds now is what gets paid.
     cents = dict(store.cents)
@@ -251,9 +271,9 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
     processed = sum(counts.values())
     return {
         "schedule": schedule["name"], "class": schedule.get("class", "named"), "policy": policy_name,
-        "scale": scale, "accepted": accepted, "default": counts["default"], "fallback": counts["fallback"],
-        "net": round((gross - fees) / scale, 2), "lag": round((accepted - processed) * AMOUNT_CENTS / 100 / scale, 2),
-        "lag_payments": accepted - processed,
+        "scale": scale, "accepted": fed, "default": counts["default"], "fallback": counts["fallback"],
+        "net": round((gross - fees) / scale, 2), "lag": round((fed - processed) * AMOUNT_CENTS / 100 / scale, 2),
+        "lag_payments": fed - processed,
         "fee_rate": round(fees / gross, 4) if gross else 0.0,
         "wait_p99_s": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 3) if waits else None,
         "busy_429": processors["default"].rejected_busy + processors["fallback"].rejected_busy,
