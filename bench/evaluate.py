@@ -24,6 +24,7 @@ import dataclasses
 import asyncio
 import json
 import logging
+import math
 import multiprocessing
 import statistics
 import sys
@@ -267,12 +268,14 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
         task.cancel()
     await asyncio.gather(*tasks, *dispatcher._tasks, return_exceptions=True)
     gross = sum(cents.values()) / 100
+    users_scale = max(1, round(max_vus * scale)) / max_vus
     fees = sum(FEES[name] * c for name, c in cents.items()) / 100
     processed = sum(counts.values())
     return {
         "schedule": schedule["name"], "class": schedule.get("class", "named"), "policy": policy_name,
         "scale": scale, "accepted": fed, "default": counts["default"], "fallback": counts["fallback"],
-        "net": round((gross - fees) / scale, 2), "lag": round((fed - processed) * AMOUNT_CENTS / 100 / scale, 2),
+        # Money back at full scale by the load actually thinned (users are whole: 550 x 0.25 is 138).
+        "net": round((gross - fees) / users_scale, 2), "lag": round((fed - processed) * AMOUNT_CENTS / 100 / users_scale, 2),
         "lag_payments": fed - processed,
         "fee_rate": round(fees / gross, 4) if gross else 0.0,
         "wait_p99_s": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 3) if waits else None,
@@ -305,15 +308,22 @@ def load_schedule(name: str) -> dict:
     return schedule
 
 
-def summarize(results: list[dict], policies: list[str]) -> str:
+def add_regret(results: list[dict]) -> None:
+    """Each result's regret: its shortfall of net against the better baseline on its schedule, in %."""
     by = {(r["schedule"], r["policy"]): r for r in results}
-    schedules = sorted({r["schedule"] for r in results}, key=lambda s: [r["schedule"] for r in results].index(s))
     for r in results:
         best = max((by[(r["schedule"], b)]["net"] for b in BASELINES if (r["schedule"], b) in by), default=None)
         r["regret"] = round(100 * max(0.0, best - r["net"]) / best, 2) if best else 0.0
+
+
+def summarize(results: list[dict], policies: list[str]) -> str:
+    """Per class and policy: mean, median and worst of net and of regret; mean lag (money, and %
+    of the payments accepted); fee rate; the p99 wait of a schedule, median and worst over them."""
+    add_regret(results)
     classes = sorted({r["class"] for r in results})
     lines = [f"{'class':<15} {'policy':<20} {'n':>4} {'net mean':>10} {'median':>10} {'worst':>10} "
-             f"{'regret% mean':>12} {'median':>7} {'worst':>7} {'lag% mean':>9} {'fee%':>5} {'wait p99 s':>10}"]
+             f"{'regret% mean':>12} {'median':>7} {'worst':>7} {'lag mean':>9} {'lag%':>6} {'fee%':>5} "
+             f"{'wait p99 s median':>17} {'worst':>7}"]
     for cls in classes + ["ALL"]:
         for policy in policies:
             rows = [r for r in results if r["policy"] == policy and (cls == "ALL" or r["class"] == cls)]
@@ -322,15 +332,70 @@ def summarize(results: list[dict], policies: list[str]) -> str:
             nets = [r["net"] for r in rows]
             regrets = [r["regret"] for r in rows]
             lag_pct = statistics.mean(100 * r["lag_payments"] / max(1, r["accepted"]) for r in rows)
-            waits = [r["wait_p99_s"] for r in rows if r["wait_p99_s"] is not None]
+            waits = [r["wait_p99_s"] for r in rows if r["wait_p99_s"] is not None] or [math.nan]
             lines.append(f"{cls:<15} {policy:<20} {len(rows):>4} {statistics.mean(nets):>10,.0f} "
                          f"{statistics.median(nets):>10,.0f} {min(nets):>10,.0f} {statistics.mean(regrets):>12.2f} "
-                         f"{statistics.median(regrets):>7.2f} {max(regrets):>7.2f} {lag_pct:>9.2f} "
+                         f"{statistics.median(regrets):>7.2f} {max(regrets):>7.2f} "
+                         f"{statistics.mean(r['lag'] for r in rows):>9,.0f} {lag_pct:>6.2f} "
                          f"{100 * statistics.mean(r['fee_rate'] for r in rows):>5.1f} "
-                         f"{statistics.median(waits) if waits else float('nan'):>10.3f}")
+                         f"{statistics.median(waits):>17.3f} {max(waits):>7.3f}")
         lines.append("")
-    del schedules
     return "\n".join(lines)
+
+
+def compare_scales(full: list[dict], scaled: list[dict], policies: list[str], scale: float) -> str:
+    """How far a scaled run's figures are from the unscaled ones, per class and policy: the
+    relative difference of net (mean and worst of |scaled - full| / full) and the difference of
+    lag in points of the payments accepted (a relative difference of a lag that is ~0 means nothing)."""
+    by_full = {(r["schedule"], r["policy"]): r for r in full}
+    pairs = [(by_full[(r["schedule"], r["policy"])], r) for r in scaled if (r["schedule"], r["policy"]) in by_full]
+    classes = sorted({f["class"] for f, _ in pairs})
+    lines = [f"scale {scale:g} against scale 1: net as |scaled - full| / full; lag in % of the payments accepted",
+             f"{'class':<15} {'policy':<20} {'n':>4} {'net@1 mean':>11} {f'net@{scale:g} mean':>13} "
+             f"{'|dnet|% mean':>12} {'worst':>7} {'lag%@1':>7} {f'lag%@{scale:g}':>9} {'|dlag| pts mean':>15} {'worst':>7}"]
+
+    def lag_pct(r):
+        return 100 * r["lag_payments"] / max(1, r["accepted"])
+
+    for cls in classes + ["ALL"]:
+        for policy in policies:
+            rows = [(f, s) for f, s in pairs if f["policy"] == policy and (cls == "ALL" or f["class"] == cls)]
+            if not rows:
+                continue
+            dnet = [100 * abs(s["net"] - f["net"]) / f["net"] if f["net"] else 0.0 for f, s in rows]
+            dlag = [abs(lag_pct(s) - lag_pct(f)) for f, s in rows]
+            lines.append(f"{cls:<15} {policy:<20} {len(rows):>4} {statistics.mean(f['net'] for f, _ in rows):>11,.0f} "
+                         f"{statistics.mean(s['net'] for _, s in rows):>13,.0f} {statistics.mean(dnet):>12.2f} "
+                         f"{max(dnet):>7.2f} {statistics.mean(lag_pct(f) for f, _ in rows):>7.2f} "
+                         f"{statistics.mean(lag_pct(s) for _, s in rows):>9.2f} {statistics.mean(dlag):>15.2f} "
+                         f"{max(dlag):>7.2f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_all(jobs: list[tuple], processes: int, per_schedule: bool = False) -> list[dict]:
+    """Every job on a pool of processes, results in the jobs' order."""
+    results = []
+    started = time.monotonic()
+    with multiprocessing.Pool(processes) as pool:
+        for n, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=1), 1):
+            results.append(result)
+            if per_schedule:
+                print(json.dumps(result), flush=True)
+            elif n % 50 == 0 or n == len(jobs):
+                print(f"  {n}/{len(jobs)} runs, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    order = {(s["name"], p, scale): i for i, (s, p, scale, *_) in enumerate(jobs)}
+    results.sort(key=lambda r: order[(r["schedule"], r["policy"], r["scale"])])
+    return results
+
+
+def pick_schedules(args: argparse.Namespace) -> list[dict]:
+    if args.schedule:
+        return [load_schedule(n) for n in args.schedule]
+    if args.per_class:
+        return [schedule_gen.generate(seed, cls) for cls in schedule_gen.CLASSES
+                for seed in range(args.seed, args.seed + args.per_class)]
+    return schedule_gen.family(args.seed, args.count)
 
 
 def main() -> int:
@@ -345,29 +410,28 @@ def main() -> int:
                         help="users AND processor capacity (and senders, pacing, hold count) scaled together")
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                         help="a worker setting (rinha worker's option, e.g. hold_ms=1000) for every policy; repeatable")
+    parser.add_argument("--per-class", type=int, default=0, metavar="N",
+                        help="instead of --count: N schedules of each class (seeds seed..seed+N-1, the class forced)")
+    parser.add_argument("--compare-scale", type=float, default=None, metavar="SCALE",
+                        help="run every schedule at scale 1 and at SCALE, and print how far apart they are")
     parser.add_argument("--per-schedule", action="store_true", help="print one line per schedule and policy")
     parser.add_argument("--json", type=Path, default=None, help="write every result here")
     args = parser.parse_args()
     policies = args.policies.split(",")
-    schedules = [load_schedule(n) for n in args.schedule] or schedule_gen.family(args.seed, args.count)
+    schedules = pick_schedules(args)
     fields = {f.name: f.type for f in dataclasses.fields(WorkerConfig)}
     settings = {}
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = {"int": int, "float": float}.get(fields[key], str)(value)
-    jobs = [(s, p, args.scale, settings) for s in schedules for p in policies]
-    results = []
-    started = time.monotonic()
-    with multiprocessing.Pool(args.jobs) as pool:
-        for n, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=1), 1):
-            results.append(result)
-            if args.per_schedule:
-                print(json.dumps(result), flush=True)
-            elif n % 20 == 0 or n == len(jobs):
-                print(f"  {n}/{len(jobs)} runs, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    order = {(s["name"], p): i for i, (s, p, *_) in enumerate(jobs)}
-    results.sort(key=lambda r: order[(r["schedule"], r["policy"])])
-    print(summarize(results, policies))
+    scales = [args.scale] if args.compare_scale is None else [1.0, args.compare_scale]
+    jobs = [(s, p, scale, settings) for scale in scales for s in schedules for p in policies]
+    results = run_all(jobs, args.jobs, args.per_schedule)
+    if args.compare_scale is None:
+        print(summarize(results, policies))
+    else:
+        full = [r for r in results if r["scale"] == 1.0]
+        print(compare_scales(full, [r for r in results if r["scale"] == args.compare_scale], policies, args.compare_scale))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
