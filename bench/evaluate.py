@@ -1,15 +1,21 @@
 """Fast evaluator of routing policies over generated fault schedules (issue 14), no k6, no sockets.
 
 The real `Router`, `ProcessorView`, policies, `Dispatcher` and `PaymentQueue` run unchanged on an
-asyncio loop whose clock is virtual: its selector's `select(timeout)` advances the clock by the
-timeout instead of sleeping, so a 60 s test runs as fast as the CPU can step its events.
+asyncio loop whose clock is virtual (bench/virtual_loop.py): when nothing is ready the clock jumps
+to the next timer, so a 60 s test runs as fast as the CPU can step its events (~0.6 s unscaled,
+of which about half is the worker's own code).
 Simulated processors follow SPEC.md §2: the delay, then 500 if failing, else store (422 when the
 payment is already stored); 800 served at once and 500 waiting, beyond that 429; the health
 endpoint read once per 5.1 s per processor, as the worker's poller does. The load follows §3:
 virtual users ramp 1 -> 550 over 60 s, each posts and sleeps 1 s (~16.7 k payments).
 
-    python3 bench/evaluate.py --seed 1000 --count 200 --jobs 2
+    python3 bench/evaluate.py --seed 1000 --count 200 --jobs 2          # ~4.5 min on 2 cores
     python3 bench/evaluate.py --schedule official --policies profit
+    python3 bench/evaluate.py --seed 2000 --per-class 6 --jobs 2 --compare-scale 0.25
+
+`--scale` thins users and processor capacity together (senders, pacing and the hold count
+too); probes, the circuit's restart limit and timeouts are absolute, so a scaled run is kinder
+to a slow default than a full one: `--compare-scale` shows by how much, per class.
 
 Per schedule and policy: net at the end (teardown: what our ledger holds, fees off), lag (money
 accepted but not processed by the end), fee rate, p99 of a payment's wait from acceptance to
