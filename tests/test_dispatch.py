@@ -232,6 +232,37 @@ async def test_a_summary_waits_for_calls_in_flight_inside_its_window(emulators):
         assert await rig.processor_count("default") == 1
 
 
+async def test_a_summary_reaching_the_present_counts_the_calls_under_way_in_its_last_second(emulators):
+    # The teardown that gets paid reads up to now: a default answering in 1.2 s (inside the gate)
+    # has its newest payments in flight then. They are waited for, not left out as lag.
+    async with Rig(*emulators, senders=2, timeout_s=5) as rig:  # settle_timeout_ms stays 5 ms
+        await rig.admin("default", "delay", 1200)
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        await eventually(lambda: _true(bool(rig.in_flight())))
+        status, body = await rig.worker.answer({"op": "summary", "from": None, "to": clock.now_ms()})
+        assert status == 200
+        assert body["default"]["totalRequests"] == 1
+        assert await rig.processor_count("default") == 1
+
+
+async def test_an_audited_window_never_waits_for_a_call_the_auditor_may_have_missed(emulators):
+    # The audit stops 1.5 s short of now. A call stamped before that edge and still running may be
+    # stored after the auditor read the processor: waiting for it would count what they do not.
+    async with Rig(*emulators, senders=2, timeout_s=5) as rig:
+        await rig.admin("default", "delay", 2200)
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        await eventually(lambda: _true(bool(rig.in_flight())))
+        await eventually(lambda: _true(clock.now_ms() - payment.requested_at > 1600), timeout=3)
+        now = clock.now_ms()
+        status, body = await rig.worker.answer({"op": "summary", "from": now - 15_000, "to": now - 1500})
+        assert status == 200
+        assert body["default"]["totalRequests"] == 0
+        assert payment in rig.in_flight()  # answered while the call was still under way
+        await eventually(lambda: _true(rig.recorded() == 1), timeout=5)
+
+
 async def _admin_put(session: aiohttp.ClientSession, port: int, setting: str, value: object) -> None:
     async with session.put(f"http://127.0.0.1:{port}/admin/configurations/{setting}", json={setting: value},
                            headers=TOKEN) as response:
