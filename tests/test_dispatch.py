@@ -283,6 +283,30 @@ async def test_robust_sends_waiting_payments_to_a_healthy_fallback_after_its_bou
         assert await rig.processor_count("fallback") == 10
 
 
+async def test_robust_never_moves_a_pinned_payment_to_fallback(emulators):
+    # Calls that timed out may be stored: their payments go back only to that processor, however
+    # long default stays out. A fresh payment in the same state goes to fallback after the bound.
+    async with Rig(*emulators, senders=4, timeout_s=2, policy="robust", hold_ms=300) as rig:
+        await rig.admin("default", "delay", 2600)  # longer than a call's 2 s timeout
+        pinned = [Payment(new_id(), 1990) for _ in range(4)]
+        for payment in pinned:
+            rig.queue.put(payment)
+        # Three timeouts in a row open the circuit; every payment has been tried and stays pinned.
+        await eventually(lambda: _true(rig.worker.router.default.open), timeout=6)
+        assert all(p.attempts >= 1 and p.processor == "default" for p in pinned)
+        fresh = Payment(new_id(), 1990)
+        rig.queue.put(fresh)
+        await eventually(lambda: _true(rig.store.stored_count("fallback") == 1), timeout=5)
+        assert await rig.stored("fallback", fresh.correlation_id) is not None
+        assert rig.worker.router.default.open  # the pinned ones were still waiting for default then
+        await rig.admin("default", "delay", 0)
+        await eventually(lambda: _true(rig.recorded() == 5), timeout=10)
+        for payment in pinned:
+            assert await rig.stored("fallback", payment.correlation_id) is None
+            assert await rig.stored("default", payment.correlation_id) is not None
+        assert await rig.processor_count("fallback") == 1
+
+
 async def test_robust_lets_a_slow_default_carry_its_load_with_more_than_64_calls_in_flight():
     config = EmulatorConfig(port=0)  # SPEC.md's 800 served at once, 500 waiting
     async with EmulatorServer(config) as default, EmulatorServer(dataclasses.replace(config, fee=0.15)) as fallback, \
