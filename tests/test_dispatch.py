@@ -307,6 +307,26 @@ async def test_robust_never_moves_a_pinned_payment_to_fallback(emulators):
         assert await rig.processor_count("fallback") == 1
 
 
+async def test_pinned_payments_waiting_for_their_processor_do_not_hold_up_the_queue(emulators):
+    # Every sender holds a payment pinned to an out default, one of them probing: the payments
+    # queued behind them get senders of their own and go to fallback after the bound.
+    async with Rig(*emulators, senders=4, timeout_s=2, policy="robust", hold_ms=300, max_probes=1) as rig:
+        await rig.admin("default", "delay", 2600)  # longer than a call's 2 s timeout
+        pinned = [Payment(new_id(), 1990) for _ in range(4)]
+        for payment in pinned:
+            rig.queue.put(payment)
+        await eventually(lambda: _true(rig.worker.router.default.open), timeout=6)
+        fresh = [Payment(new_id(), 1990) for _ in range(10)]
+        for payment in fresh:
+            rig.queue.put(payment)
+        await eventually(lambda: _true(rig.store.stored_count("fallback") == 10), timeout=5)
+        assert rig.worker.router.default.open
+        assert all(p.processor == "default" for p in pinned)
+        await rig.admin("default", "delay", 0)
+        await eventually(lambda: _true(rig.recorded() == 14), timeout=10)
+        assert await rig.processor_count("fallback") == 10
+
+
 async def test_robust_lets_a_slow_default_carry_its_load_with_more_than_64_calls_in_flight():
     config = EmulatorConfig(port=0)  # SPEC.md's 800 served at once, 500 waiting
     async with EmulatorServer(config) as default, EmulatorServer(dataclasses.replace(config, fee=0.15)) as fallback, \

@@ -1,8 +1,10 @@
 """The senders: a pool of tasks that take payments off the queue and pay them.
 
 The pool starts at `senders` and grows, one task at a time up to `max_senders`, while every
-sender is in a call and payments are still queued: a slow processor (1.2 s a call) that takes
+sender is busy and payments are still queued: a slow processor (1.2 s a call) that takes
 800 calls at once then carries ~650 payments/s instead of the ~53/s of 64 senders. Slow is not down.
+A sender holding a pinned payment whose processor takes no call counts as busy too: it cannot
+hand the payment elsewhere, and the payments queued behind it may go to the other processor.
 
 A payment leaves the worker only through the store: a stored outcome records it; any other
 outcome puts it back at the front of the queue (pinned to its processor if it may be stored).
@@ -35,6 +37,7 @@ class Dispatcher:
         self.senders = senders
         self.max_senders = max(senders, max_senders or senders)
         self.calling = 0                  # senders inside a processor call right now
+        self.pinned_waiting = 0           # senders holding a pinned payment its processor does not take yet
         self.wait_meter = wait_meter      # observe(seconds) from acceptance to a processor's answer
         self.call_meters = call_meters    # by processor name; None counts nothing
         self.held: set[Payment] = set()     # taken off the queue by a sender, not yet recorded
@@ -62,9 +65,18 @@ class Dispatcher:
             payment = await self.queue.get()
             self.held.add(payment)
             view = router.route(payment, loop.time())
-            while view is None:
-                await router.wait()
-                view = router.route(payment, loop.time())
+            if view is None:
+                pinned = payment.processor is not None
+                if pinned:
+                    self.pinned_waiting += 1
+                    self._grow()
+                try:
+                    while view is None:
+                        await router.wait()
+                        view = router.route(payment, loop.time())
+                finally:
+                    if pinned:
+                        self.pinned_waiting -= 1
             if payment.processor is None:
                 payment.processor = view.name
                 payment.requested_at = clock.now_ms()
@@ -74,8 +86,7 @@ class Dispatcher:
             payment.attempts += 1
             view.started(payment, loop.time())
             self.calling += 1
-            if self.calling >= len(self._tasks) and self.queue.items and len(self._tasks) < self.max_senders:
-                self._tasks.append(loop.create_task(self._sender()))
+            self._grow()
             try:
                 outcome, elapsed = await view.client.pay(payment, view.timeout_s())
             finally:
@@ -95,6 +106,12 @@ class Dispatcher:
                 self.queue.put_front(payment)
             self._settled.set()
             self._settled.clear()
+
+    def _grow(self) -> None:
+        """One more sender when none is free to take a queued payment."""
+        if (self.calling + self.pinned_waiting >= len(self._tasks) and self.queue.items
+                and len(self._tasks) < self.max_senders):
+            self._tasks.append(asyncio.get_running_loop().create_task(self._sender()))
 
     def in_flight_within(self, start: int | None, end: int | None) -> int:
         return sum(1 for view in self.router.views.values() for p in view.in_flight if _within(p, start, end))
