@@ -44,6 +44,7 @@ sys.path.insert(0, str(BENCH))
 
 import schedule_gen  # noqa: E402
 from virtual_loop import VirtualLoop  # noqa: E402
+from rinha import clock  # noqa: E402
 from rinha.worker.dispatcher import Dispatcher  # noqa: E402
 from rinha.worker.processors import Outcome  # noqa: E402
 from rinha.worker.queue import Payment, PaymentQueue  # noqa: E402
@@ -58,6 +59,9 @@ SERVED_AT_ONCE = 800
 WAITING_MAX = 500
 HEALTH_INTERVAL_S = 5.1
 FEED_TICK_S = 0.01  # the API nodes' batches reach the worker at about this pace
+# k6 lets each user finish its last iteration, the 1 s sleep after its POST included, before
+# the teardown reads the summary that gets paid.
+TEARDOWN_AFTER_LAST_POST_S = 1.0
 
 
 def _settle(answer: asyncio.Future, status: int | None) -> None:
@@ -262,8 +266,11 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
     fed_all = loop.create_future()
     feed()
     await fed_all
-    await asyncio.sleep(max(0.0, start + duration_s - loop.time()))
-    # Teardown: what the ledger holds now is what gets paid.
+    await asyncio.sleep(max(0.0, start + times[-1] + TEARDOWN_AFTER_LAST_POST_S - loop.time()))
+    # Teardown: the summary the worker answers is what gets paid. Its wait for the calls under
+    # way in the last `settle_recent_ms` is the real one (requestedAt is on the virtual clock).
+    recent_since = clock.now_ms() - int(config.settle_recent_ms) if config.settle_recent_ms > 0 else None
+    await dispatcher.settle(None, clock.now_ms(), config.settle_timeout_ms / 1000, recent_since)
     cents = dict(store.cents)
     waits = sorted(store.ledger["default"] + store.ledger["fallback"])
     counts = {name: len(store.ledger[name]) for name in ("default", "fallback")}
@@ -294,6 +301,8 @@ def run_one(job: tuple) -> dict:
     settings = rest[0] if rest else {}
     logging.disable(logging.CRITICAL)
     loop = VirtualLoop()
+    wall_ms = clock.now_ms
+    clock.now_ms = lambda: int(loop.time() * 1000)  # the requestedAt the dispatcher stamps
     try:
         started = time.process_time()
         config = WorkerConfig(policy=policy, link_secret="x", **settings)
@@ -301,6 +310,7 @@ def run_one(job: tuple) -> dict:
         result["cpu_s"] = round(time.process_time() - started, 2)
         return result
     finally:
+        clock.now_ms = wall_ms
         loop.close()
 
 
