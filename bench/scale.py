@@ -257,7 +257,8 @@ def table(bests: dict[int, list[dict]]) -> str:
             continue
         us = {tier: statistics.median(per_payment_us(run).get(tier, 0.0) for run in held) for tier in (*TIERS, *LOAD_SIDE)}
         cpu_per_s = statistics.median(sum(run["cpu_s"].values()) / run["wall_s"] for run in held)
-        busy = statistics.median(run.get("machine_busy", math.nan) for run in held)
+        measured = [run["machine_busy"] for run in held if "machine_busy" in run]  # older runs lack it
+        busy = statistics.median(measured) if measured else math.nan
         rows.append([str(workers), f"{statistics.median(run['rate'] for run in held):,.0f}", str(len(runs)),
                      *(f"{us[t]:.0f}" for t in TIERS), f"{sum(us[t] for t in TIERS):.0f}",
                      *(f"{us[t]:.0f}" for t in LOAD_SIDE), f"{cpu_per_s:.2f}", f"{100 * busy:.0f} %"])
