@@ -1,15 +1,21 @@
 """Fast evaluator of routing policies over generated fault schedules (issue 14), no k6, no sockets.
 
 The real `Router`, `ProcessorView`, policies, `Dispatcher` and `PaymentQueue` run unchanged on an
-asyncio loop whose clock is virtual: its selector's `select(timeout)` advances the clock by the
-timeout instead of sleeping, so a 60 s test runs as fast as the CPU can step its events.
+asyncio loop whose clock is virtual (bench/virtual_loop.py): when nothing is ready the clock jumps
+to the next timer, so a 60 s test runs as fast as the CPU can step its events (~0.6 s unscaled,
+of which about half is the worker's own code).
 Simulated processors follow SPEC.md §2: the delay, then 500 if failing, else store (422 when the
 payment is already stored); 800 served at once and 500 waiting, beyond that 429; the health
 endpoint read once per 5.1 s per processor, as the worker's poller does. The load follows §3:
 virtual users ramp 1 -> 550 over 60 s, each posts and sleeps 1 s (~16.7 k payments).
 
-    python3 bench/evaluate.py --seed 1000 --count 200 --jobs 2
+    python3 bench/evaluate.py --seed 1000 --count 200 --jobs 2          # ~4.5 min on 2 cores
     python3 bench/evaluate.py --schedule official --policies profit
+    python3 bench/evaluate.py --seed 2000 --per-class 6 --jobs 2 --compare-scale 0.25
+
+`--scale` thins users and processor capacity together (senders, pacing and the hold count
+too); probes, the circuit's restart limit and timeouts are absolute, so a scaled run is kinder
+to a slow default than a full one: `--compare-scale` shows by how much, per class.
 
 Per schedule and policy: net at the end (teardown: what our ledger holds, fees off), lag (money
 accepted but not processed by the end), fee rate, p99 of a payment's wait from acceptance to
@@ -24,8 +30,8 @@ import dataclasses
 import asyncio
 import json
 import logging
+import math
 import multiprocessing
-import selectors
 import statistics
 import sys
 import time
@@ -37,6 +43,7 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 import schedule_gen  # noqa: E402
+from virtual_loop import VirtualLoop  # noqa: E402
 from rinha.worker.dispatcher import Dispatcher  # noqa: E402
 from rinha.worker.processors import Outcome  # noqa: E402
 from rinha.worker.queue import Payment, PaymentQueue  # noqa: E402
@@ -53,33 +60,18 @@ HEALTH_INTERVAL_S = 5.1
 FEED_TICK_S = 0.01  # the API nodes' batches reach the worker at about this pace
 
 
-class VirtualSelector(selectors.SelectSelector):
-    """Nothing real is ever ready: a select with a timeout moves the clock to its end."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 0.0
-
-    def select(self, timeout=None):
-        if timeout is None:
-            raise RuntimeError("simulation deadlock: nothing scheduled")
-        if timeout > 0:
-            self.now += timeout
-        return []
-
-
-class VirtualLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.vsel = VirtualSelector()
-        super().__init__(self.vsel)
-        self._clock_resolution = 1e-9
-
-    def time(self) -> float:
-        return self.vsel.now
+def _settle(answer: asyncio.Future, status: int | None) -> None:
+    if not answer.done():  # the caller may have given up on it, or been cancelled
+        answer.set_result(status)
 
 
 class SimProcessor:
-    """One payment processor as SPEC.md §2 states it, on the loop's clock."""
+    """One payment processor as SPEC.md §2 states it, on the loop's clock.
+
+    A call is a future and a timer, not a task: `submit` takes the request, and the status lands
+    on the call's future when the processor answers. The delay is the one set when service
+    begins; failing and the stored set are read when it ends, as the real one does.
+    """
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop, scale: float) -> None:
         self.name = name
@@ -89,35 +81,51 @@ class SimProcessor:
         self.capacity = max(1, round(SERVED_AT_ONCE * scale))
         self.waiting_max = max(1, round(WAITING_MAX * scale))
         self.serving = 0
-        self.waiting: deque[asyncio.Future] = deque()
+        self.waiting: deque[tuple[str, int, asyncio.Future]] = deque()
         self.stored: dict[str, int] = {}   # correlationId -> requestedAt
         self.rejected_busy = 0
 
-    async def handle(self, correlation_id: str, requested_at: int) -> int:
-        """Status of one POST /payments."""
-        if self.serving >= self.capacity:
-            if len(self.waiting) >= self.waiting_max:
-                self.rejected_busy += 1
-                return 429
-            slot = self.loop.create_future()
-            self.waiting.append(slot)
-            await slot  # the slot is handed over with serving already counted
-        else:
+    def submit(self, correlation_id: str, requested_at: int, answer: asyncio.Future) -> float | None:
+        """One POST /payments; its status is set on `answer`. Returns when that will be if it
+        is known now (served at once, or refused), None while the call waits for a slot."""
+        if self.serving < self.capacity:
             self.serving += 1
-        try:
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            if self.failing:
-                return 500
-            if correlation_id in self.stored:
-                return 422
+            return self._serve(correlation_id, requested_at, answer)
+        if len(self.waiting) < self.waiting_max:
+            self.waiting.append((correlation_id, requested_at, answer))
+            return None
+        self.rejected_busy += 1
+        self.loop.call_soon(_settle, answer, 429)
+        return self.loop.time()
+
+    async def handle(self, correlation_id: str, requested_at: int) -> int:
+        """Status of one POST /payments, awaited (for tests and one-off calls)."""
+        answer = self.loop.create_future()
+        self.submit(correlation_id, requested_at, answer)
+        return await answer
+
+    def _serve(self, correlation_id: str, requested_at: int, answer: asyncio.Future) -> float:
+        loop = self.loop
+        if self.delay_s:
+            at = loop.time() + self.delay_s
+            loop.call_at(at, self._answer, correlation_id, requested_at, answer)
+            return at
+        loop.call_soon(self._answer, correlation_id, requested_at, answer)  # answered, but not within the call
+        return loop.time()
+
+    def _answer(self, correlation_id: str, requested_at: int, answer: asyncio.Future) -> None:
+        if self.failing:
+            status = 500
+        elif correlation_id in self.stored:
+            status = 422
+        else:
             self.stored[correlation_id] = requested_at
-            return 200
-        finally:
-            if self.waiting:
-                self.waiting.popleft().set_result(None)
-            else:
-                self.serving -= 1
+            status = 200
+        _settle(answer, status)
+        if self.waiting:
+            self._serve(*self.waiting.popleft())  # the slot is handed over, serving stays counted
+        else:
+            self.serving -= 1
 
 
 class SimClient:
@@ -129,13 +137,19 @@ class SimClient:
         self.loop = processor.loop
 
     async def pay(self, payment: Payment, timeout_s: float | None = None) -> tuple[Outcome, float]:
-        started = self.loop.time()
-        call = self.loop.create_task(self.processor.handle(payment.correlation_id, payment.requested_at))
-        done, _ = await asyncio.wait((call,), timeout=timeout_s)
-        elapsed = self.loop.time() - started
-        if not done:
-            return Outcome.UNKNOWN, elapsed  # the processor may still store it
-        status = call.result()
+        loop = self.loop
+        started = loop.time()
+        answer = loop.create_future()
+        answer_at = self.processor.submit(payment.correlation_id, payment.requested_at, answer)
+        give_up = None
+        if timeout_s is not None and (answer_at is None or answer_at > started + timeout_s):
+            give_up = loop.call_at(started + timeout_s, _settle, answer, None)
+        status = await answer
+        if give_up is not None:
+            give_up.cancel()
+        elapsed = loop.time() - started
+        if status is None:
+            return Outcome.UNKNOWN, elapsed  # timed out: the processor may still store it
         if status < 300:
             return Outcome.STORED, elapsed
         if status == 422:
@@ -144,24 +158,30 @@ class SimClient:
 
 
 class MemoryStore:
-    """The part of rinha/worker/store/base.py's Store the dispatcher uses, in memory: the ledger."""
+    """The part of rinha/worker/store/base.py's Store the dispatcher uses, in memory: the ledger.
+
+    Its calls never wait, so each returns one future already done rather than a coroutine:
+    awaiting it goes on at once, as awaiting a coroutine that never suspends does."""
 
     keeps_pins = False  # one worker: a payment surely not stored is free to go anywhere
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ledger: dict[str, list[float]] = {"default": [], "fallback": []}  # wait of each stored payment
         self.cents = {"default": 0, "fallback": 0}
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop = loop
+        self.done = loop.create_future()
+        self.done.set_result(None)
 
-    async def intent(self, payment: Payment) -> None:
-        return None
+    def intent(self, payment: Payment) -> asyncio.Future:
+        return self.done
 
-    async def stored(self, payment: Payment) -> None:
+    def stored(self, payment: Payment) -> asyncio.Future:
         self.ledger[payment.processor].append(self.loop.time() - payment.accepted_at)
         self.cents[payment.processor] += payment.cents
+        return self.done
 
-    async def failed(self, payment: Payment) -> None:
-        return None
+    def failed(self, payment: Payment) -> asyncio.Future:
+        return self.done
 
     def stored_count(self, processor: str) -> int:
         return len(self.ledger[processor])
@@ -202,8 +222,7 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
                                         round(config.hold_payments * scale) or 1),
                     max_calls_per_s=config.max_calls_per_s * scale)
     queue = PaymentQueue()
-    store = MemoryStore()
-    store.loop = loop
+    store = MemoryStore(loop)
     dispatcher = Dispatcher(queue, router, store, senders=config.senders, max_senders=max_senders)
     router.start()
     dispatcher.start()
@@ -224,17 +243,25 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
 
     tasks = [loop.create_task(faults()), loop.create_task(health("default")), loop.create_task(health("fallback"))]
     times = arrivals(duration_s, max_vus, scale)
-    accepted = 0
-    i = 0
-    while i < len(times):
+    fed = 0
+
+    def feed():
+        """One tick of the API nodes' batches: every POST made by now is queued."""
+        nonlocal fed
         now = loop.time() - start
-        while i < len(times) and times[i] <= now:
-            payment = Payment(f"p{i}", AMOUNT_CENTS)
+        while fed < len(times) and times[fed] <= now:
+            payment = Payment(f"p{fed}", AMOUNT_CENTS)
             payment.accepted_at = loop.time()
             queue.put(payment)
-            accepted += 1
-            i += 1
-        await asyncio.sleep(FEED_TICK_S)
+            fed += 1
+        if fed < len(times):
+            loop.call_at(loop.time() + FEED_TICK_S, feed)
+        else:
+            loop.call_at(loop.time() + FEED_TICK_S, fed_all.set_result, None)  # the last batch gets its tick
+
+    fed_all = loop.create_future()
+    feed()
+    await fed_all
     await asyncio.sleep(max(0.0, start + duration_s - loop.time()))
     # Teardown: what the ledger holds now is what gets paid.
     cents = dict(store.cents)
@@ -247,13 +274,15 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
         task.cancel()
     await asyncio.gather(*tasks, *dispatcher._tasks, return_exceptions=True)
     gross = sum(cents.values()) / 100
+    users_scale = max(1, round(max_vus * scale)) / max_vus
     fees = sum(FEES[name] * c for name, c in cents.items()) / 100
     processed = sum(counts.values())
     return {
         "schedule": schedule["name"], "class": schedule.get("class", "named"), "policy": policy_name,
-        "scale": scale, "accepted": accepted, "default": counts["default"], "fallback": counts["fallback"],
-        "net": round((gross - fees) / scale, 2), "lag": round((accepted - processed) * AMOUNT_CENTS / 100 / scale, 2),
-        "lag_payments": accepted - processed,
+        "scale": scale, "accepted": fed, "default": counts["default"], "fallback": counts["fallback"],
+        # Money back at full scale by the load actually thinned (users are whole: 550 x 0.25 is 138).
+        "net": round((gross - fees) / users_scale, 2), "lag": round((fed - processed) * AMOUNT_CENTS / 100 / users_scale, 2),
+        "lag_payments": fed - processed,
         "fee_rate": round(fees / gross, 4) if gross else 0.0,
         "wait_p99_s": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 3) if waits else None,
         "busy_429": processors["default"].rejected_busy + processors["fallback"].rejected_busy,
@@ -285,15 +314,22 @@ def load_schedule(name: str) -> dict:
     return schedule
 
 
-def summarize(results: list[dict], policies: list[str]) -> str:
+def add_regret(results: list[dict]) -> None:
+    """Each result's regret: its shortfall of net against the better baseline on its schedule, in %."""
     by = {(r["schedule"], r["policy"]): r for r in results}
-    schedules = sorted({r["schedule"] for r in results}, key=lambda s: [r["schedule"] for r in results].index(s))
     for r in results:
         best = max((by[(r["schedule"], b)]["net"] for b in BASELINES if (r["schedule"], b) in by), default=None)
         r["regret"] = round(100 * max(0.0, best - r["net"]) / best, 2) if best else 0.0
+
+
+def summarize(results: list[dict], policies: list[str]) -> str:
+    """Per class and policy: mean, median and worst of net and of regret; mean lag (money, and %
+    of the payments accepted); fee rate; the p99 wait of a schedule, median and worst over them."""
+    add_regret(results)
     classes = sorted({r["class"] for r in results})
     lines = [f"{'class':<15} {'policy':<20} {'n':>4} {'net mean':>10} {'median':>10} {'worst':>10} "
-             f"{'regret% mean':>12} {'median':>7} {'worst':>7} {'lag% mean':>9} {'fee%':>5} {'wait p99 s':>10}"]
+             f"{'regret% mean':>12} {'median':>7} {'worst':>7} {'lag mean':>9} {'lag%':>6} {'fee%':>5} "
+             f"{'wait p99 s median':>17} {'worst':>7}"]
     for cls in classes + ["ALL"]:
         for policy in policies:
             rows = [r for r in results if r["policy"] == policy and (cls == "ALL" or r["class"] == cls)]
@@ -302,15 +338,70 @@ def summarize(results: list[dict], policies: list[str]) -> str:
             nets = [r["net"] for r in rows]
             regrets = [r["regret"] for r in rows]
             lag_pct = statistics.mean(100 * r["lag_payments"] / max(1, r["accepted"]) for r in rows)
-            waits = [r["wait_p99_s"] for r in rows if r["wait_p99_s"] is not None]
+            waits = [r["wait_p99_s"] for r in rows if r["wait_p99_s"] is not None] or [math.nan]
             lines.append(f"{cls:<15} {policy:<20} {len(rows):>4} {statistics.mean(nets):>10,.0f} "
                          f"{statistics.median(nets):>10,.0f} {min(nets):>10,.0f} {statistics.mean(regrets):>12.2f} "
-                         f"{statistics.median(regrets):>7.2f} {max(regrets):>7.2f} {lag_pct:>9.2f} "
+                         f"{statistics.median(regrets):>7.2f} {max(regrets):>7.2f} "
+                         f"{statistics.mean(r['lag'] for r in rows):>9,.0f} {lag_pct:>6.2f} "
                          f"{100 * statistics.mean(r['fee_rate'] for r in rows):>5.1f} "
-                         f"{statistics.median(waits) if waits else float('nan'):>10.3f}")
+                         f"{statistics.median(waits):>17.3f} {max(waits):>7.3f}")
         lines.append("")
-    del schedules
     return "\n".join(lines)
+
+
+def compare_scales(full: list[dict], scaled: list[dict], policies: list[str], scale: float) -> str:
+    """How far a scaled run's figures are from the unscaled ones, per class and policy: the
+    relative difference of net (mean and worst of |scaled - full| / full) and the difference of
+    lag in points of the payments accepted (a relative difference of a lag that is ~0 means nothing)."""
+    by_full = {(r["schedule"], r["policy"]): r for r in full}
+    pairs = [(by_full[(r["schedule"], r["policy"])], r) for r in scaled if (r["schedule"], r["policy"]) in by_full]
+    classes = sorted({f["class"] for f, _ in pairs})
+    lines = [f"scale {scale:g} against scale 1: net as |scaled - full| / full; lag in % of the payments accepted",
+             f"{'class':<15} {'policy':<20} {'n':>4} {'net@1 mean':>11} {f'net@{scale:g} mean':>13} "
+             f"{'|dnet|% mean':>12} {'worst':>7} {'lag%@1':>7} {f'lag%@{scale:g}':>9} {'|dlag| pts mean':>15} {'worst':>7}"]
+
+    def lag_pct(r):
+        return 100 * r["lag_payments"] / max(1, r["accepted"])
+
+    for cls in classes + ["ALL"]:
+        for policy in policies:
+            rows = [(f, s) for f, s in pairs if f["policy"] == policy and (cls == "ALL" or f["class"] == cls)]
+            if not rows:
+                continue
+            dnet = [100 * abs(s["net"] - f["net"]) / f["net"] if f["net"] else 0.0 for f, s in rows]
+            dlag = [abs(lag_pct(s) - lag_pct(f)) for f, s in rows]
+            lines.append(f"{cls:<15} {policy:<20} {len(rows):>4} {statistics.mean(f['net'] for f, _ in rows):>11,.0f} "
+                         f"{statistics.mean(s['net'] for _, s in rows):>13,.0f} {statistics.mean(dnet):>12.2f} "
+                         f"{max(dnet):>7.2f} {statistics.mean(lag_pct(f) for f, _ in rows):>7.2f} "
+                         f"{statistics.mean(lag_pct(s) for _, s in rows):>9.2f} {statistics.mean(dlag):>15.2f} "
+                         f"{max(dlag):>7.2f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_all(jobs: list[tuple], processes: int, per_schedule: bool = False) -> list[dict]:
+    """Every job on a pool of processes, results in the jobs' order."""
+    results = []
+    started = time.monotonic()
+    with multiprocessing.Pool(processes) as pool:
+        for n, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=1), 1):
+            results.append(result)
+            if per_schedule:
+                print(json.dumps(result), flush=True)
+            elif n % 50 == 0 or n == len(jobs):
+                print(f"  {n}/{len(jobs)} runs, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    order = {(s["name"], p, scale): i for i, (s, p, scale, *_) in enumerate(jobs)}
+    results.sort(key=lambda r: order[(r["schedule"], r["policy"], r["scale"])])
+    return results
+
+
+def pick_schedules(args: argparse.Namespace) -> list[dict]:
+    if args.schedule:
+        return [load_schedule(n) for n in args.schedule]
+    if args.per_class:
+        return [schedule_gen.generate(seed, cls) for cls in schedule_gen.CLASSES
+                for seed in range(args.seed, args.seed + args.per_class)]
+    return schedule_gen.family(args.seed, args.count)
 
 
 def main() -> int:
@@ -325,29 +416,28 @@ def main() -> int:
                         help="users AND processor capacity (and senders, pacing, hold count) scaled together")
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                         help="a worker setting (rinha worker's option, e.g. hold_ms=1000) for every policy; repeatable")
+    parser.add_argument("--per-class", type=int, default=0, metavar="N",
+                        help="instead of --count: N schedules of each class (seeds seed..seed+N-1, the class forced)")
+    parser.add_argument("--compare-scale", type=float, default=None, metavar="SCALE",
+                        help="run every schedule at scale 1 and at SCALE, and print how far apart they are")
     parser.add_argument("--per-schedule", action="store_true", help="print one line per schedule and policy")
     parser.add_argument("--json", type=Path, default=None, help="write every result here")
     args = parser.parse_args()
     policies = args.policies.split(",")
-    schedules = [load_schedule(n) for n in args.schedule] or schedule_gen.family(args.seed, args.count)
+    schedules = pick_schedules(args)
     fields = {f.name: f.type for f in dataclasses.fields(WorkerConfig)}
     settings = {}
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = {"int": int, "float": float}.get(fields[key], str)(value)
-    jobs = [(s, p, args.scale, settings) for s in schedules for p in policies]
-    results = []
-    started = time.monotonic()
-    with multiprocessing.Pool(args.jobs) as pool:
-        for n, result in enumerate(pool.imap_unordered(run_one, jobs, chunksize=1), 1):
-            results.append(result)
-            if args.per_schedule:
-                print(json.dumps(result), flush=True)
-            elif n % 20 == 0 or n == len(jobs):
-                print(f"  {n}/{len(jobs)} runs, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    order = {(s["name"], p): i for i, (s, p, *_) in enumerate(jobs)}
-    results.sort(key=lambda r: order[(r["schedule"], r["policy"])])
-    print(summarize(results, policies))
+    scales = [args.scale] if args.compare_scale is None else [1.0, args.compare_scale]
+    jobs = [(s, p, scale, settings) for scale in scales for s in schedules for p in policies]
+    results = run_all(jobs, args.jobs, args.per_schedule)
+    if args.compare_scale is None:
+        print(summarize(results, policies))
+    else:
+        full = [r for r in results if r["scale"] == 1.0]
+        print(compare_scales(full, [r for r in results if r["scale"] == args.compare_scale], policies, args.compare_scale))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -18,6 +18,7 @@ profiles of the nodes (bench/pyspy.py); `--drill` a crash drill (bench/crash.py 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -237,7 +238,7 @@ def write_run_report(out: Path) -> Path | None:
 
 
 def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Namespace, died: list[str],
-              doubles: int | None, lost: int | None) -> str:
+              doubles: int | None, lost: int | None, wait: run_report.WaitLevel | None = None) -> str:
     r = result["rinha"]
     if args.floor:
         return floor_scorecard(r, processes, wall_s, args)
@@ -252,6 +253,7 @@ def scorecard(result: dict, processes: dict, wall_s: float, args: argparse.Names
         f"p99 (p50, p99.9)   {r['p99_ms']:.2f} ms ({r['p50_ms']:.2f}, {r['p999_ms']:.2f})   bonus {100 * r['bonus']:.0f} %",
         f"inconsistencies    {r['inconsistencies']}   fine {100 * r['fine']:.0f} %",
         f"lag                {r['lag']}",
+        run_report.wait_line(wait),
         f"payments           default {r['default_requests']} ({default_share:.2f} %), fallback {r['fallback_requests']}"
         f"   [processors say {r['processor_default_requests']} / {r['processor_fallback_requests']}]",
         f"POSTs              {r['posts_ok']} ok, {r['posts_failed']} failed",
@@ -384,14 +386,17 @@ def main(argv: list[str] | None = None) -> int:
     if stored is not None:
         doubles = len(stored[0] & stored[1])
         lost = None if args.duplicate_rate else max(result["rinha"]["posts_ok"] - len(stored[0] | stored[1]), 0)
-    card = scorecard(result, processes, wall_s, args, stack.died, doubles, lost)
+    # The worker's histogram as the sampler last read it, once k6 was done.
+    wait = run_report.payment_wait(run_report.load_worker_metrics(out / run_report.WORKER_METRICS)[0])
+    card = scorecard(result, processes, wall_s, args, stack.died, doubles, lost, wait)
     if args.profile:
         card += "\n\n" + pyspy.top(out / "profile-api2.collapsed.txt")
     print("\n" + card)
     (out / "scorecard.txt").write_text(card + "\n")
     (out / "scorecard.json").write_text(json.dumps(
         {"rinha": result["rinha"], "processes": processes, "wall_s": wall_s, "died": stack.died,
-         "double_charges": doubles, "lost": lost, "drill": args.drill, "ack_mode": args.ack_mode,
+         "double_charges": doubles, "lost": lost,
+         "payment_wait": None if wait is None else dataclasses.asdict(wait), "drill": args.drill, "ack_mode": args.ack_mode,
          "drill_at_s": drills[0].at_s if drills and drills[0].done_at is not None else None,
          "drills_at_s": {d.kind: d.at_s if d.done_at is not None else None for d in drills},
          "cluster": args.cluster, "workers": args.workers if args.cluster else 1,

@@ -250,6 +250,83 @@ def load_worker_metrics(path: Path) -> tuple[list[dict], int]:
     return lines, errors
 
 
+# ---------------------------------------------------------------------------------------------
+# The payment wait: a service level, from the worker's histogram
+
+WAIT = "rinha_worker_payment_wait_seconds"
+_WAIT_BUCKET = WAIT + '_bucket{le="'
+
+
+@dataclass(frozen=True, slots=True)
+class WaitLevel:
+    """Quantiles of a payment's wait, from its acceptance by the worker to the answer that stored it."""
+
+    payments: int
+    p50_s: float
+    p99_s: float
+    p99_beyond: bool  # the p99 is past the last finite bucket: p99_s is a lower bound
+
+
+def _wait_buckets(line: dict) -> dict[float, float]:
+    """{le: cumulative count} of the wait histogram in one sampler line ({} if it holds none)."""
+    return {float(key[len(_WAIT_BUCKET):-2]): value for key, value in line.items() if key.startswith(_WAIT_BUCKET)}
+
+
+def histogram_increase(lines: list[dict]) -> dict[float, float]:
+    """How much each cumulative bucket grew from the first line to the last, as Prometheus'
+    increase(): a count that drops (the worker restarted, e.g. in a drill) starts again from zero."""
+    total: dict[float, float] = defaultdict(float)
+    previous: dict[float, float] = {}
+    for line in lines:
+        buckets = _wait_buckets(line)
+        if not buckets:
+            continue
+        if previous:  # the first read is where the run starts from
+            reset = buckets.get(math.inf, 0) < previous.get(math.inf, 0)
+            for le, count in buckets.items():
+                total[le] += count if reset else count - previous.get(le, 0)
+        previous = buckets
+    return dict(total)
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> tuple[float, bool]:
+    """The q-quantile of a cumulative histogram, linear within its bucket (Prometheus'
+    histogram_quantile); (value, beyond): beyond when it lies in the +Inf bucket, whose value is
+    then the last finite bound."""
+    bounds = sorted(buckets)
+    rank = q * buckets[math.inf]
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        count = buckets[le]
+        if count >= rank and count > below:
+            if math.isinf(le):
+                return lower, True
+            return lower + (le - lower) * (rank - below) / (count - below), False
+        lower, below = (lower if math.isinf(le) else le), count
+    return lower, True
+
+
+def payment_wait(lines: list[dict]) -> WaitLevel | None:
+    """The wait's p50 and p99 over the payments stored between the first and the last read of the
+    worker's /metrics (the sampler reads once more when k6 is done); None without a histogram or
+    a payment in it."""
+    buckets = histogram_increase(lines)
+    if not buckets.get(math.inf):
+        return None
+    p50, _ = histogram_quantile(0.50, buckets)
+    p99, beyond = histogram_quantile(0.99, buckets)
+    return WaitLevel(round(buckets[math.inf]), p50, p99, beyond)
+
+
+def wait_line(level: WaitLevel | None) -> str:
+    """The scorecard's line for the wait."""
+    if level is None:
+        return "payment wait       n/a (no wait histogram in the worker's /metrics)"
+    p99 = f"> {level.p99_s:g}" if level.p99_beyond else f"{level.p99_s:.3f}"
+    return (f"payment wait       p50 {level.p50_s:.3f} s, p99 {p99} s   ({level.payments} stored; "
+            f"acceptance by the worker to the processor's answer, its histogram)")
+
+
 def worker_series(lines: list[dict], key: str, t0: float) -> tuple[list[float], list[float]]:
     ts, values = [], []
     for line in lines:

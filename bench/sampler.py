@@ -12,6 +12,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 SAMPLE_INTERVAL_S = 0.5
+# Histograms whose buckets are kept (the others' buckets are dropped: no chart draws them): the
+# payment wait, whose quantiles the scorecard shows (bench/report.py's payment_wait).
+KEPT_BUCKETS = ("rinha_worker_payment_wait_seconds_bucket",)
 
 
 def series_key(name: str, labels: dict[str, str] | None = None) -> str:
@@ -30,7 +33,8 @@ def _escape(value: str) -> str:
 class WorkerSampler(threading.Thread):
     """Reads the worker's /metrics every SAMPLE_INTERVAL_S while k6 runs, one JSON line per read:
     {"t": seconds since k6 was launched, "unix": epoch seconds, "<series>": value, ...} with the
-    rinha_* series but histogram buckets (some 30 series a read that no chart draws), or
+    rinha_* series but histogram buckets (some 30 series a read that no chart draws; KEPT_BUCKETS
+    are the exception), or
     {"t", "unix", "error"} when the read failed (e.g. during a worker drill).
     One last read when stopped shows where the worker stood once k6 was done."""
 
@@ -52,7 +56,8 @@ class WorkerSampler(threading.Thread):
             line["error"] = f"{type(exc).__name__}: {exc}"
             return line
         line.update((series_key(sample.name, sample.labels), sample.value) for sample in samples
-                    if sample.name.startswith("rinha_") and not sample.name.endswith("_bucket"))
+                    if sample.name.startswith("rinha_")
+                    and (not sample.name.endswith("_bucket") or sample.name in KEPT_BUCKETS))
         return line
 
     def run(self) -> None:

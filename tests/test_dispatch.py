@@ -232,6 +232,37 @@ async def test_a_summary_waits_for_calls_in_flight_inside_its_window(emulators):
         assert await rig.processor_count("default") == 1
 
 
+async def test_a_summary_reaching_the_present_counts_the_calls_under_way_in_its_last_second(emulators):
+    # The teardown that gets paid reads up to now: a default answering in 1.2 s (inside the gate)
+    # has its newest payments in flight then. They are waited for, not left out as lag.
+    async with Rig(*emulators, senders=2, timeout_s=5) as rig:  # settle_timeout_ms stays 5 ms
+        await rig.admin("default", "delay", 1200)
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        await eventually(lambda: _true(bool(rig.in_flight())))
+        status, body = await rig.worker.answer({"op": "summary", "from": None, "to": clock.now_ms()})
+        assert status == 200
+        assert body["default"]["totalRequests"] == 1
+        assert await rig.processor_count("default") == 1
+
+
+async def test_an_audited_window_never_waits_for_a_call_the_auditor_may_have_missed(emulators):
+    # The audit stops 1.5 s short of now. A call stamped before that edge and still running may be
+    # stored after the auditor read the processor: waiting for it would count what they do not.
+    async with Rig(*emulators, senders=2, timeout_s=5) as rig:
+        await rig.admin("default", "delay", 2200)
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        await eventually(lambda: _true(bool(rig.in_flight())))
+        await eventually(lambda: _true(clock.now_ms() - payment.requested_at > 1600), timeout=3)
+        now = clock.now_ms()
+        status, body = await rig.worker.answer({"op": "summary", "from": now - 15_000, "to": now - 1500})
+        assert status == 200
+        assert body["default"]["totalRequests"] == 0
+        assert payment in rig.in_flight()  # answered while the call was still under way
+        await eventually(lambda: _true(rig.recorded() == 1), timeout=5)
+
+
 async def _admin_put(session: aiohttp.ClientSession, port: int, setting: str, value: object) -> None:
     async with session.put(f"http://127.0.0.1:{port}/admin/configurations/{setting}", json={setting: value},
                            headers=TOKEN) as response:
@@ -250,6 +281,30 @@ async def test_robust_sends_waiting_payments_to_a_healthy_fallback_after_its_bou
         assert asyncio.get_running_loop().time() - opened >= 0.25  # held for default first, up to the bound
         assert await rig.processor_count("default") == 0
         assert await rig.processor_count("fallback") == 10
+
+
+async def test_robust_never_moves_a_pinned_payment_to_fallback(emulators):
+    # Calls that timed out may be stored: their payments go back only to that processor, however
+    # long default stays out. A fresh payment in the same state goes to fallback after the bound.
+    async with Rig(*emulators, senders=4, timeout_s=2, policy="robust", hold_ms=300) as rig:
+        await rig.admin("default", "delay", 2600)  # longer than a call's 2 s timeout
+        pinned = [Payment(new_id(), 1990) for _ in range(4)]
+        for payment in pinned:
+            rig.queue.put(payment)
+        # Three timeouts in a row open the circuit; every payment has been tried and stays pinned.
+        await eventually(lambda: _true(rig.worker.router.default.open), timeout=6)
+        assert all(p.attempts >= 1 and p.processor == "default" for p in pinned)
+        fresh = Payment(new_id(), 1990)
+        rig.queue.put(fresh)
+        await eventually(lambda: _true(rig.store.stored_count("fallback") == 1), timeout=5)
+        assert await rig.stored("fallback", fresh.correlation_id) is not None
+        assert rig.worker.router.default.open  # the pinned ones were still waiting for default then
+        await rig.admin("default", "delay", 0)
+        await eventually(lambda: _true(rig.recorded() == 5), timeout=10)
+        for payment in pinned:
+            assert await rig.stored("fallback", payment.correlation_id) is None
+            assert await rig.stored("default", payment.correlation_id) is not None
+        assert await rig.processor_count("fallback") == 1
 
 
 async def test_robust_lets_a_slow_default_carry_its_load_with_more_than_64_calls_in_flight():

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import evaluate  # noqa: E402
 import schedule_gen  # noqa: E402
+from rinha.worker.processors import Outcome  # noqa: E402
+from rinha.worker.queue import Payment  # noqa: E402
 
 
 def test_the_same_seed_gives_the_same_schedule_and_classes_follow_their_shares():
@@ -76,3 +81,104 @@ def test_robust_does_not_lose_the_payments_of_an_outage_to_the_end():
     profit = evaluate.run_one((schedule, "profit", 0.25))
     assert robust["lag_payments"] <= 0.005 * robust["accepted"]
     assert robust["net"] > profit["net"]
+
+
+# The virtual loop: asyncio's semantics on a clock that jumps
+
+
+def trace_of_one_instant(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """Callbacks, due timers and task steps of one instant, in the order a loop runs them."""
+    order: list[str] = []
+
+    async def task(name: str) -> None:
+        order.append(f"{name} starts")
+        await asyncio.sleep(0)
+        order.append(f"{name} resumes")
+
+    def soon(name: str) -> None:
+        order.append(name)
+        if name == "a":
+            loop.call_soon(soon, "a's child")
+            loop.call_at(loop.time(), soon, "a's timer due now")
+
+    async def main() -> None:
+        now = loop.time()
+        loop.call_at(now, soon, "timer 1")
+        loop.call_soon(soon, "a")
+        loop.create_task(task("t"))
+        loop.call_at(now, soon, "timer 2")
+        loop.call_soon(soon, "b")
+        cancelled = loop.call_at(now, soon, "cancelled timer")
+        cancelled.cancel()
+        for _ in range(4):
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    return order
+
+
+def test_one_instant_runs_in_the_order_asyncios_own_loop_runs_it():
+    real = asyncio.new_event_loop()
+    try:
+        expected = trace_of_one_instant(real)
+    finally:
+        real.close()
+    virtual = evaluate.VirtualLoop()
+    try:
+        assert trace_of_one_instant(virtual) == expected
+    finally:
+        virtual.close()
+    assert "cancelled timer" not in expected and len(expected) == 8
+
+
+def test_sleeps_timeouts_and_cancellations_happen_at_their_virtual_times_without_waiting():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        seen = []
+
+        async def sleeper(seconds: float, tag: str) -> None:
+            await asyncio.sleep(seconds)
+            seen.append((tag, loop.time()))
+
+        tasks = [loop.create_task(sleeper(2.0, "b")), loop.create_task(sleeper(1.0, "a"))]
+        try:
+            await asyncio.wait_for(asyncio.Event().wait(), 0.5)
+        except asyncio.TimeoutError:
+            seen.append(("timeout", loop.time()))
+        await asyncio.gather(*tasks)
+        long = loop.create_task(asyncio.sleep(3600))
+        await asyncio.sleep(0.25)
+        long.cancel()
+        await asyncio.gather(long, return_exceptions=True)
+        seen.append(("cancelled", loop.time(), long.cancelled()))
+        return seen
+
+    started = time.monotonic()
+    assert run_virtual(scenario()) == [("timeout", 0.5), ("a", 1.0), ("b", 2.0), ("cancelled", 2.25, True)]
+    assert time.monotonic() - started < 1.0  # an hour's sleep was cancelled, never waited
+
+
+def test_awaiting_what_nothing_will_ever_resolve_is_a_deadlock_not_a_hang():
+    async def stuck():
+        await asyncio.get_running_loop().create_future()
+    with pytest.raises(RuntimeError, match="deadlock"):
+        run_virtual(stuck())
+
+
+def test_a_call_given_up_on_is_stored_later_and_its_resend_answers_422():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        processor = evaluate.SimProcessor("default", loop, 1.0)
+        processor.delay_s = 3.0
+        client = evaluate.SimClient(processor)
+        payment = Payment("p1", 1990)
+        payment.requested_at = 1
+        first = await client.pay(payment, timeout_s=1.0)
+        stored_at_timeout = "p1" in processor.stored
+        await asyncio.sleep(2.5)  # the processor answers at 3 s, to nobody
+        processor.delay_s = 0.0
+        second = await client.pay(payment, timeout_s=1.0)
+        return first, stored_at_timeout, second, processor.serving, loop.time()
+    first, stored_at_timeout, second, serving, end = run_virtual(scenario())
+    assert first == (Outcome.UNKNOWN, 1.0) and not stored_at_timeout
+    assert second[0] is Outcome.DUPLICATE and serving == 0 and end == 3.5

@@ -49,6 +49,12 @@ def test_short_quiet_run_has_no_inconsistency_no_failed_post_and_no_lag():
         assert score["default_requests"] == score["processor_default_requests"] == score["posts_ok"]
         assert score["final"] > 0
         assert "final score" in (folder / "scorecard.txt").read_text()
+        # The wait's service level, from the worker's histogram: every payment of the run, and a
+        # quiet schedule's wait is a few milliseconds of queue and call.
+        wait = card["payment_wait"]
+        assert wait["payments"] == score["posts_ok"]
+        assert 0 < wait["p50_s"] <= wait["p99_s"] < 0.25 and not wait["p99_beyond"]
+        assert re.search(r"payment wait +p50 0\.\d{3} s, p99 0\.\d{3} s", (folder / "scorecard.txt").read_text())
         for name in ("nginx", "api1", "api2", "worker"):
             assert card["processes"][name]["peak_rss_mb"] > 0
         check_run_report(folder, score, run)

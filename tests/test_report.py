@@ -3,6 +3,7 @@ and official.py's worker-metrics sampler (bench/sampler.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import gzip
@@ -23,8 +24,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import official
 import report
+from prometheus_client.parser import text_string_to_metric_families
 from sampler import WorkerSampler, series_key
-from conftest import free_port
+from conftest import eventually, free_port, new_id
+
+from rinha.metrics import Registry
+from rinha.worker.metrics import WAIT_BUCKETS
 
 OFFICIAL = json.loads((REPO / "bench" / "schedules" / "official.json").read_text())
 T0 = 1_795_707_238.786  # unix seconds of second 0 in the synthetic runs below
@@ -410,3 +415,86 @@ def test_the_sampler_thread_writes_json_lines_until_stopped(metrics_server, tmp_
     lines = [json.loads(text) for text in path.read_text().splitlines()]
     assert len(lines) == 2 and all(line[report.QUEUE] == 1834 for line in lines)
     assert lines[0]["t"] <= lines[1]["t"] < 60
+
+
+# ---------------------------------------------------------------------------------------------
+# The payment wait in the scorecard: the worker's histogram, read by the sampler
+
+
+def wait_page(observations) -> str:
+    """The worker's own /metrics rendering of a wait histogram that saw `observations`."""
+    registry = Registry()
+    child = registry.histogram(report.WAIT, "wait", WAIT_BUCKETS).labels()
+    for seconds in observations:
+        child.observe(seconds)
+    return registry.render().decode()
+
+
+def test_the_wait_quantiles_come_from_the_histogram_the_worker_renders(metrics_server, tmp_path, monkeypatch):
+    rng = random.Random(14)
+    waits = [rng.expovariate(1 / 0.2) for _ in range(5000)] + [rng.uniform(12, 18) for _ in range(100)]
+    monkeypatch.setattr(Metrics, "body", wait_page([]))
+    sampler = WorkerSampler(url_of(metrics_server), tmp_path / "m.jsonl", started=time.monotonic())
+    empty = sampler.sample()
+    assert report.payment_wait([empty]) is None
+    monkeypatch.setattr(Metrics, "body", wait_page(waits))
+    full = sampler.sample()
+    level = report.payment_wait([empty, full])
+    exact = sorted(waits)
+    bounds = (0, *WAIT_BUCKETS)
+
+    def bucket_of(seconds):
+        return next((lo, hi) for lo, hi in zip(bounds, bounds[1:]) if lo < seconds <= hi)
+
+    assert level.payments == len(waits) and not level.p99_beyond
+    # Interpolated within the bucket that holds the exact quantile (k6-style on the raw waits).
+    for estimate, q in ((level.p50_s, 0.5), (level.p99_s, 0.99)):
+        lo, hi = bucket_of(report.percentile(exact, q))
+        assert lo <= estimate <= hi, (q, estimate, lo, hi)
+    assert 10 <= level.p99_s <= 20 and 0.1 <= level.p50_s <= 0.25
+    assert "p50 0.1" in report.wait_line(level) or "p50 0.2" in report.wait_line(level)
+
+
+def test_the_wait_counts_only_what_the_run_added_and_survives_a_worker_restart():
+    def line(observations):  # a sampler line, as it is written and read back
+        families = text_string_to_metric_families(wait_page(observations))
+        return json.loads(json.dumps({"t": 0, "unix": 0, **{
+            series_key(s.name, s.labels): s.value for family in families for s in family.samples}}))
+    before = line([30.0] * 50)           # 50 slow payments before the run: not this run's
+    mid = line([30.0] * 50 + [0.02] * 100)
+    restarted = line([0.02] * 10)        # the worker restarted: its histogram began again
+    end = line([0.02] * 10 + [70.0] * 5)
+    level = report.payment_wait([before, mid, restarted, end])
+    assert level.payments == 115
+    assert 0.01 < level.p50_s <= 0.025
+    assert level.p99_beyond and level.p99_s == 60  # 5 of 115 beyond the last bound: at least 60 s
+    assert "p99 > 60 s" in report.wait_line(level)
+    assert report.payment_wait([before, before]) is None  # nothing stored during the run
+
+
+async def test_the_scorecards_wait_moves_with_a_real_processors_delay(client, tmp_path):
+    """A real stack: the wait a slow default imposes shows in the quantiles read from the worker."""
+    sampler = WorkerSampler(client.stack.worker_metrics_url, tmp_path / "m.jsonl", started=time.monotonic())
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(None, sampler.sample)
+    await client.processor_admin("default", "delay", 300)
+    try:
+        ids = [new_id() for _ in range(30)]
+        assert set(await asyncio.gather(*(client.pay(cid) for cid in ids))) == {202}
+        await eventually(lambda: _recorded(client, 30), timeout=20)
+    finally:
+        await client.processor_admin("default", "delay", 0)
+    slow = await loop.run_in_executor(None, sampler.sample)
+    level = report.payment_wait([first, slow])
+    assert level.payments == 30
+    assert 0.3 <= level.p50_s <= 0.5 and level.p99_s <= 1.0 and not level.p99_beyond
+    ids = [new_id() for _ in range(30)]
+    assert set(await asyncio.gather(*(client.pay(cid) for cid in ids))) == {202}
+    await eventually(lambda: _recorded(client, 60), timeout=20)
+    fast = await loop.run_in_executor(None, sampler.sample)
+    level = report.payment_wait([slow, fast])
+    assert level.payments == 30 and level.p99_s < 0.25
+
+
+async def _recorded(client, n: int) -> bool:
+    return await client.recorded() == n

@@ -18,7 +18,7 @@ import logging
 from rinha import clock
 from rinha.worker.metrics import CallMeters
 from rinha.worker.queue import Payment, PaymentQueue
-from rinha.worker.router import Router
+from rinha.worker.router import ProcessorView, Router
 from rinha.worker.store import Store
 
 log = logging.getLogger(__name__)
@@ -97,24 +97,45 @@ class Dispatcher:
             self._settled.clear()
 
     def in_flight_within(self, start: int | None, end: int | None) -> int:
-        return sum(1 for view in self.router.views.values() for p in view.in_flight
-                   if (start is None or p.requested_at >= start) and (end is None or p.requested_at <= end))
+        return sum(1 for view in self.router.views.values() for p in view.in_flight if _within(p, start, end))
 
-    async def settle(self, start: int | None, end: int | None, timeout_s: float) -> int:
+    async def settle(self, start: int | None, end: int | None, timeout_s: float, recent_since: int | None = None) -> int:
         """Waits until no call in flight has a requestedAt inside [start, end], or the timeout.
 
         A processor stores a payment just before it answers, so a call whose answer is on its way
         is already in the processor's books; waiting for those keeps our summary equal to theirs.
-        Returns how many such calls were still in flight at the deadline.
+        Calls stamped after `recent_since` (epoch ms) are waited for until they end, each at
+        most its own timeout: a window that reaches the present then counts the calls already
+        under way in it, which no audit can have read yet (the audit stops 1.5 s short of now).
+        Returns how many calls inside the window were still in flight at the deadline.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        recent: dict[Payment, ProcessorView] = {}
+        recent_deadline = 0.0
+        if recent_since is not None:
+            for view in self.router.views.values():
+                for payment, started in view.in_flight.items():
+                    if payment.requested_at > recent_since and _within(payment, start, end):
+                        recent[payment] = view
+                        recent_deadline = max(recent_deadline, started + view.timeout_s())
         while True:
             inside = self.in_flight_within(start, end)
-            remaining = deadline - loop.time()
-            if not inside or remaining <= 0:
+            if not inside:
+                return 0
+            recent = {p: view for p, view in recent.items() if p in view.in_flight}
+            now = loop.time()
+            if recent and now < recent_deadline:
+                until = recent_deadline
+            elif inside > len(recent) and now < deadline:
+                until = deadline
+            else:
                 return inside
             try:
-                await asyncio.wait_for(self._settled.wait(), remaining)
+                await asyncio.wait_for(self._settled.wait(), until - now)
             except asyncio.TimeoutError:
                 pass
+
+
+def _within(payment: Payment, start: int | None, end: int | None) -> bool:
+    return (start is None or payment.requested_at >= start) and (end is None or payment.requested_at <= end)

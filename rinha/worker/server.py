@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from rinha import clock
 from rinha.config import WorkerConfig, split_host_port
 from rinha.lifecycle import run_until_signalled
 from rinha.http.metrics_server import MetricsServer
@@ -97,7 +98,9 @@ class Worker:
         op = request.get("op")
         if op == "summary":
             start, end = request.get("from"), request.get("to")
-            await self.dispatcher.settle(start, end, self.config.settle_timeout_ms / 1000)
+            recent_ms = self.config.settle_recent_ms
+            recent_since = clock.now_ms() - int(recent_ms) if recent_ms > 0 else None
+            await self.dispatcher.settle(start, end, self.config.settle_timeout_ms / 1000, recent_since)
             return 200, summary_body(await self.store.summary(start, end))
         if op == "purge":
             await self.store.purge()
