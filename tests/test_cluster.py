@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
 import aiohttp
+import nats
 import pytest
 
-from conftest import eventually, free_port, new_id, node_env
+from conftest import MetricsPage, eventually, free_port, new_id, node_env
 
-from rinha.cluster.servers import NATS_SERVER, PG_BIN, NatsCluster, Postgres
+from rinha import clock
+from rinha.cluster.store import STREAM
+from rinha.cluster.servers import NATS_SERVER, PG_BIN, NatsCluster, Postgres, write_private
 
 pytestmark = pytest.mark.skipif(not (Path(NATS_SERVER).exists() and (PG_BIN / "postgres").exists()),
                                 reason="nats-server and PostgreSQL 15 are not installed (.ci/run installs them)")
@@ -51,6 +58,7 @@ class Rig:
         self.pg = Postgres(run_dir / "pg", free_port())
         self.processor_ports = [free_port(), free_port()]
         self.worker_ports = [free_port() for _ in range(WORKERS)]
+        self.metrics_ports = [free_port() for _ in range(WORKERS)]
         self.api_port = free_port()
         self.workers: list[subprocess.Popen | None] = [None] * WORKERS
         self.others: list[subprocess.Popen] = []
@@ -73,7 +81,8 @@ class Rig:
         with open(self.run_dir / f"worker{i}.log", "ab") as log:  # the child keeps its own copy
             self.workers[i] = subprocess.Popen(
                 RINHA + ["worker", "--listen", f"127.0.0.1:{self.worker_ports[i]}", "--default-url", self.processors[0],
-                         "--fallback-url", self.processors[1], "--metrics-listen", "", "--ack-wait-s", "2"],
+                         "--fallback-url", self.processors[1], "--metrics-listen", f"127.0.0.1:{self.metrics_ports[i]}",
+                         "--ack-wait-s", "2"],
                 env=env, stdout=log, stderr=log)
 
     def kill_worker(self, i: int) -> None:
@@ -221,3 +230,149 @@ async def test_postgresql_restarted_mid_stream_loses_nothing_and_charges_nothing
         statuses = await rig.post_stream(session, 1000, per_s=300, midway=rig.pg.restart)
         assert all(200 <= status < 300 for status in statuses)
         await rig.assert_paid_once(session)
+
+
+async def worker_pages(session: aiohttp.ClientSession, rig: Rig) -> list[MetricsPage]:
+    pages = []
+    for port in rig.metrics_ports:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert response.status == 200
+            pages.append(MetricsPage(await response.text()))
+    return pages
+
+
+async def test_metrics_count_each_workers_accepted_and_duplicates_and_the_whole_ledger(rig):
+    """accepted/duplicates: what each worker published, new or a repeat JetStream dropped (summed
+    over workers, every payment once); ledger payments: the whole cluster's, on every worker."""
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+
+        async def all_workers_answer():  # worker 0 was restarted by a test above: it may still be starting
+            try:
+                return await worker_pages(session, rig)
+            except aiohttp.ClientError:
+                return None
+
+        before = await eventually(all_workers_answer, timeout=30, interval=0.2)
+        statuses = await rig.post_stream(session, 200, per_s=400)
+        repeated = rig.posted[-1]
+        async with session.post(f"{rig.base}/payments", json={"correlationId": repeated, "amount": 19.9}) as r:
+            statuses.append(r.status)
+        assert all(200 <= status < 300 for status in statuses)
+        await rig.assert_paid_once(session)
+
+        def delta(pages, name):
+            return sum(page.value(name) - old.value(name) for page, old in zip(pages, before))
+
+        async def counted():
+            pages = await worker_pages(session, rig)
+            return pages if (delta(pages, "rinha_worker_accepted_total"), delta(pages, "rinha_worker_duplicates_total")) \
+                == (200, 1) else None
+
+        await eventually(counted, timeout=10, interval=0.1)
+        ours = await rig.ours(session)
+
+        async def ledger_on_every_worker():
+            pages = await worker_pages(session, rig)
+            return all(page.value("rinha_worker_ledger_payments", processor=name) == ours[name]["totalRequests"]
+                       for page in pages for name in ("default", "fallback"))
+
+        await eventually(ledger_on_every_worker, timeout=10, interval=0.2)
+
+
+async def test_health_is_polled_once_per_5_s_per_processor_cluster_wide(rig):
+    """Three workers, one lease per processor: every health call the processors ever got from this
+    cluster (worker and PostgreSQL restarts of the tests above included) came at least 5 s after
+    the one before, and none was queued or refused."""
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+    started = clock.now_ms()
+
+    def calls(url: str) -> list[dict]:
+        request = urllib.request.Request(f"{url}/admin/health-calls", headers=TOKEN)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)["calls"]
+
+    async def three_new_calls_each():
+        lists = [calls(url) for url in rig.processors]
+        return lists if all(sum(1 for c in calls_ if c["at"] >= started) >= 3 for calls_ in lists) else None
+
+    for name, history in zip(("default", "fallback"), await eventually(three_new_calls_each, timeout=30, interval=0.5)):
+        assert {c["answer"] for c in history} == {"served"}, (name, history)
+        gaps = [b["at"] - a["at"] for a, b in zip(history, history[1:])]
+        assert min(gaps) >= 5000, (name, gaps)
+
+
+def test_the_engines_configs_are_readable_by_their_owner_only(rig, tmp_path):
+    for i in range(3):
+        path = rig.nats.run_dir / f"nats{i + 1}.conf"
+        assert rig.nats.password in path.read_text()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # The PostgreSQL password file (gone once initdb has read it) goes through the same writer:
+    # private from the first byte, even over an older file that anyone could read.
+    old = tmp_path / "pg.pw"
+    old.write_text("old")
+    old.chmod(0o644)
+    umask = os.umask(0)
+    try:
+        write_private(old, "secret\n")
+        write_private(tmp_path / "new.pw", "secret\n")
+    finally:
+        os.umask(umask)
+    for path in (old, tmp_path / "new.pw"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "secret\n"
+
+
+def worker_log_count(rig: Rig, event: str) -> int:
+    """Lines of the workers' logs with this event (the logs are JSON lines)."""
+    return sum((rig.run_dir / f"worker{i}.log").read_text(errors="replace").count(f'"event":"{event}"')
+               for i in range(WORKERS))
+
+
+async def stream_leader(rig: Rig) -> str | None:
+    """Name of the NATS server that leads the queue's stream (n1, n2 or n3); None while it has
+    none (or there is no stream yet)."""
+    nc = await nats.connect(servers=rig.nats.url.split(","), connect_timeout=2)
+    try:
+        info = await nc.jetstream(timeout=5).stream_info(STREAM)
+        return info.cluster.leader if info.cluster else None
+    except nats.js.errors.NotFoundError:
+        return None
+    finally:
+        await nc.close()
+
+
+async def test_publishes_refused_while_the_stream_has_no_quorum_are_retried_not_dropped(rig):
+    """The stream's leader and one more NATS server down: the one left is a follower that cannot
+    elect itself (no quorum), nobody answers a publish and it fails at once, storing nothing (the
+    client's buffering rides out one server's death, not this; and a publish the old leader had
+    merely not committed yet would still be stored once the quorum is back). The workers retry
+    until the servers are back; every payment posted meanwhile is charged, once."""
+    retries_before = worker_log_count(rig, "publish_retry")  # the NATS kill above may have caused some
+    outage = {"retried": False, "error": None}
+    leader = int((await eventually(lambda: stream_leader(rig), timeout=30, interval=0.2))[1:]) - 1
+    down = [leader, (leader + 1) % 3]
+
+    def lose_quorum() -> None:
+        try:
+            for i in down:
+                rig.nats.kill(i)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and worker_log_count(rig, "publish_retry") == retries_before:
+                time.sleep(0.1)
+            outage["retried"] = worker_log_count(rig, "publish_retry") > retries_before
+        except Exception as exc:  # noqa: BLE001 (reported by the test below)
+            outage["error"] = exc
+        finally:
+            for i in down:
+                rig.nats.start_one(i)
+
+    thread = threading.Thread(target=lose_quorum, name="lose-quorum")
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        statuses = await rig.post_stream(session, 1500, per_s=150, midway=thread.start)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        assert outage["error"] is None, outage["error"]
+        assert outage["retried"], "no publish failed: the outage did not test the retry"
+        assert all(200 <= status < 300 for status in statuses)
+        await rig.assert_paid_once(session, timeout=90)

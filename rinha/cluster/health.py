@@ -4,8 +4,10 @@ The poll of a processor is held by a lease, a PostgreSQL advisory lock on a conn
 own: the worker holding it polls and writes the answer (with when it polled) to the `health`
 table; every other worker reads that row once a second and reports what is new to its router. A
 holder that dies drops its connection and so its lock; the next one to take it waits until one
-interval after the last recorded poll before polling, so the processor's 5 s window holds
-across the handover.
+interval after the last poll before polling, so the processor's 5 s window holds across the
+handover. The time of each poll is written before the call is made (`health_slots`), not only
+with its answer: a holder that loses PostgreSQL mid-call (its answer never written) has still
+left the time of its call for the next holder to keep its distance from.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ log = logging.getLogger(__name__)
 
 FOLLOW_INTERVAL_S = 1.0
 
-READ = "SELECT failing, min_response_ms, polled_at FROM health WHERE processor = $1"
+READ = ("SELECT h.failing, h.min_response_ms, h.polled_at, s.claimed_at FROM (SELECT $1::text AS processor) p "
+        "LEFT JOIN health h USING (processor) LEFT JOIN health_slots s USING (processor)")
+# Taken only a whole interval after the previous one, atomically: even two workers that both
+# believe they hold the lease (one's connection dead but not yet known to be) cannot both poll.
+CLAIM_SLOT = ("INSERT INTO health_slots VALUES ($1, $2) ON CONFLICT (processor) DO UPDATE SET "
+              "claimed_at = excluded.claimed_at WHERE health_slots.claimed_at <= excluded.claimed_at - $3 "
+              "RETURNING claimed_at")
 WRITE = ("INSERT INTO health VALUES ($1, $2, $3, $4) ON CONFLICT (processor) DO UPDATE SET "
          "failing = excluded.failing, min_response_ms = excluded.min_response_ms, polled_at = excluded.polled_at")
 
@@ -69,15 +77,17 @@ class LeasedHealthPoller(HealthPoller):
             wait_s = FOLLOW_INTERVAL_S
             try:
                 row = await self.pool_factory().fetchrow(READ, self.name)
-                if row is not None and row["polled_at"] > self.seen_at:
+                if row["polled_at"] is not None and row["polled_at"] > self.seen_at:
                     self.seen_at = row["polled_at"]
                     self.follow(row["failing"], row["min_response_ms"])
                 if await self._hold_lease():
-                    last = row["polled_at"] if row is not None else 0
+                    last = max(row["polled_at"] or 0, row["claimed_at"] or 0)
                     due_in = (last + self.interval_s * 1000 - clock.now_ms()) / 1000
                     if due_in <= 0:
                         self.polled_at = clock.now_ms()
-                        wait_s = max(self.interval_s, await self.poll_once())
+                        if await self.pool_factory().fetchval(CLAIM_SLOT, self.name, self.polled_at,
+                                                              int(self.interval_s * 1000)) is not None:
+                            wait_s = max(self.interval_s, await self.poll_once())
                     else:
                         wait_s = min(due_in, self.interval_s)
             except asyncio.CancelledError:

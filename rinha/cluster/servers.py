@@ -22,6 +22,14 @@ PG_BIN = Path(os.environ.get("RINHA_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Writes a file only its owner may read (it holds a password), never readable even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def _wait_port(port: int, deadline: float, process: subprocess.Popen, what: str) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -51,7 +59,7 @@ class NatsCluster:
         routes = ", ".join(f"nats-route://{self.user}:{self.password}@127.0.0.1:{port}"
                            for j, port in enumerate(self.cluster_ports) if j != i)
         path = self.run_dir / f"nats{i + 1}.conf"
-        path.write_text(f"""server_name: n{i + 1}
+        write_private(path, f"""server_name: n{i + 1}
 listen: 127.0.0.1:{self.client_ports[i]}
 jetstream {{ store_dir: "{self.run_dir / f'nats{i + 1}'}" }}
 authorization {{ user: {self.user}, password: "{self.password}" }}
@@ -124,7 +132,7 @@ class Postgres:
             shutil.rmtree(self.data_dir)
         self.data_dir.mkdir()
         pwfile = self.run_dir / "pg.pw"
-        pwfile.write_text(self.password + "\n")
+        write_private(pwfile, self.password + "\n")
         if os.getuid() == 0:
             entry = pwd.getpwnam(PG_USER)
             for path in (self.data_dir, pwfile):

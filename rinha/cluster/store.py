@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 import asyncpg
@@ -57,11 +58,21 @@ CREATE TABLE IF NOT EXISTS payments (
 );
 CREATE INDEX IF NOT EXISTS stored_by_time ON payments (requested_at) INCLUDE (processor, cents) WHERE stored;
 CREATE INDEX IF NOT EXISTS owed_by_time ON payments (requested_at) WHERE NOT stored;
+CREATE TABLE IF NOT EXISTS stored_counts (
+    shard INTEGER NOT NULL,        -- one row per worker's shard and processor: no counter all workers fight over
+    processor TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (shard, processor)
+);
 CREATE TABLE IF NOT EXISTS health (
     processor TEXT PRIMARY KEY,
     failing BOOLEAN NOT NULL,
     min_response_ms INTEGER NOT NULL,
     polled_at BIGINT NOT NULL      -- epoch ms of the call, so a new lease holder keeps the pace
+);
+CREATE TABLE IF NOT EXISTS health_slots (
+    processor TEXT PRIMARY KEY,
+    claimed_at BIGINT NOT NULL     -- epoch ms of the latest call, written before it is made
 );
 """
 
@@ -71,7 +82,15 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])
 ON CONFLICT (cid) DO UPDATE SET processor = payments.processor
 RETURNING cid, processor, requested_at
 """
-MARK_STORED = "UPDATE payments SET stored = TRUE WHERE cid = ANY($1::text[]) AND NOT stored"
+# Only rows this call marks are counted (RETURNING gives no row already stored), in the same statement.
+MARK_STORED = """
+WITH marked AS (UPDATE payments SET stored = TRUE WHERE cid = ANY($1::text[]) AND NOT stored RETURNING processor)
+INSERT INTO stored_counts (shard, processor, n) SELECT $2, processor, count(*) FROM marked GROUP BY processor
+ON CONFLICT (shard, processor) DO UPDATE SET n = stored_counts.n + excluded.n
+"""
+STORED_COUNTS = "SELECT processor, sum(n) FROM stored_counts GROUP BY processor"
+COUNT_SHARDS = 64
+COUNTS_REFRESH_S = 1.0
 PINS = "SELECT cid, processor, requested_at, stored FROM payments WHERE cid = ANY($1::text[])"
 SUMMARY = ("SELECT processor, count(*), coalesce(sum(cents), 0) FROM payments "
            "WHERE stored AND requested_at BETWEEN $1 AND $2 GROUP BY processor")
@@ -157,7 +176,8 @@ class ClusterStore(Store):
         self.pool: asyncpg.Pool | None = None
         self.held: dict[str, object] = {}      # correlationId -> its latest delivered message
         self.room = asyncio.Event()             # set while fewer than max_held are held
-        self.counts = dict.fromkeys(PROCESSORS, 0)
+        self.counts = dict.fromkeys(PROCESSORS, 0)   # the whole ledger's, read every COUNTS_REFRESH_S
+        self.shard = random.randrange(COUNT_SHARDS)
         self.claims = GroupCommit(self._claim, COMMIT_INTERVAL_S)
         self.marks = GroupCommit(self._mark_stored, COMMIT_INTERVAL_S)
         self._tasks: list[asyncio.Task] = []
@@ -180,7 +200,8 @@ class ClusterStore(Store):
         await self._ensure_stream()
         self.room.set()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._consume()), loop.create_task(self._keep_alive())]
+        self._tasks = [loop.create_task(self._consume()), loop.create_task(self._keep_alive()),
+                       loop.create_task(self._read_counts())]
         return []  # what is owed is in the stream: the consumer brings it
 
     async def _connect_pg(self) -> asyncpg.Pool:
@@ -234,11 +255,21 @@ class ClusterStore(Store):
     async def accept(self, batch: list) -> list[Payment]:
         pending = list(batch)
         backoff = RETRY_FIRST_S
+        retried: set[str] = set()
         while pending:
             results = await asyncio.gather(*(self.js.publish(SUBJECT, f"{cid} {cents}".encode(),
                                                              headers={"Nats-Msg-Id": cid})
                                              for cid, cents in pending), return_exceptions=True)
             failed = [item for item, result in zip(pending, results) if isinstance(result, BaseException)]
+            for (cid, _), result in zip(pending, results):
+                if isinstance(result, BaseException):
+                    continue
+                # A duplicate of our own failed attempt (stored, but its PubAck lost) is still new.
+                if result.duplicate and cid not in retried:
+                    self.duplicates += 1
+                else:
+                    self.accepted += 1
+            retried.update(cid for cid, _ in failed)
             if failed:
                 log.warning("publish to JetStream failed; retrying", extra={
                     "event": "publish_retry", "payments": len(failed), "error": repr(next(
@@ -254,7 +285,6 @@ class ClusterStore(Store):
 
     async def stored(self, payment: Payment) -> None:
         await self.marks.add(payment.correlation_id)
-        self.counts[payment.processor] += 1
         message = self.held.pop(payment.correlation_id, None)
         if message is not None:
             self._release()
@@ -282,12 +312,28 @@ class ClusterStore(Store):
         return totals
 
     async def purge(self) -> None:
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # First: a marking statement locks stored_counts before it touches a row, so none is
+            # half done (a row marked, its count not yet added) while the two are emptied.
+            await conn.execute("LOCK TABLE stored_counts IN EXCLUSIVE MODE")
             await conn.execute("DELETE FROM payments WHERE stored")
+            await conn.execute("DELETE FROM stored_counts")
         self.counts = dict.fromkeys(PROCESSORS, 0)
 
     def stored_count(self, processor: str) -> int:
+        """The whole ledger's count (every worker's), as of the last read: at most COUNTS_REFRESH_S old."""
         return self.counts[processor]
+
+    async def _read_counts(self) -> None:
+        while True:
+            try:
+                rows = await self.pool.fetch(STORED_COUNTS)
+                self.counts = {**dict.fromkeys(PROCESSORS, 0), **{processor: int(n) for processor, n in rows}}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # PostgreSQL restarting: the last counts stand
+                log.debug("stored counts not read", extra={"error": repr(exc)})
+            await asyncio.sleep(COUNTS_REFRESH_S)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -310,7 +356,7 @@ class ClusterStore(Store):
         return [pins[p.correlation_id] for p in payments]
 
     async def _mark_stored(self, cids: list[str]) -> None:
-        await self.pool.execute(MARK_STORED, list(set(cids)))
+        await self.pool.execute(MARK_STORED, list(set(cids)), self.shard)
         return None
 
     # The consumer

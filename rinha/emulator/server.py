@@ -69,7 +69,12 @@ ADMIN_ROUTES = {
     b"/admin/purge-payments": (b"POST", "purge"),
     # Not in the real processor: lets our scenario runs find payments stored by both processors.
     b"/admin/payments": (b"GET", "list_payments"),
+    # Not in the real processor either: when each health call came and how it was answered, so
+    # tests can check the cluster's pace of health polling.
+    b"/admin/health-calls": (b"GET", "list_health_calls"),
 }
+# The newest health calls kept for /admin/health-calls.
+HEALTH_CALLS_KEPT = 1000
 
 Payment = tuple[str, int, int]  # (correlationId, cents, requestedAt in epoch ms)
 
@@ -89,7 +94,7 @@ class ProcessorEmulator:
         # Payment admission
         "max_concurrent", "max_queued", "active", "waiting",
         # Health rate limit: fixed windows of window_s seconds starting at t0 (loop time)
-        "window_s", "t0", "health_window", "health_queue", "health_timer",
+        "window_s", "t0", "health_window", "health_queue", "health_timer", "health_calls",
         # Delayed payments still owed an answer -> the timer that will give it
         "timers", "loop",
     )
@@ -113,6 +118,7 @@ class ProcessorEmulator:
         self.health_window = -1  # the last window whose one health permit is used
         self.health_queue: list[asyncio.Future] = []
         self.health_timer: asyncio.TimerHandle | None = None  # armed for a boundary while calls queue
+        self.health_calls: collections.deque[tuple[int, str]] = collections.deque(maxlen=HEALTH_CALLS_KEPT)
         self.timers: dict[asyncio.Future, asyncio.Handle] = {}
 
     @property
@@ -215,14 +221,17 @@ class ProcessorEmulator:
             queue[:] = [future for future in queue if not future.done()]  # drop calls whose clients left
         if not queue and self.health_window < window:
             self.health_window = window
+            self.health_calls.append((clock.now_ms(), "served"))
             return self._health_answer()
         if len(queue) < HEALTH_QUEUE_MAX:
+            self.health_calls.append((clock.now_ms(), "queued"))
             future = self.loop.create_future()
             queue.append(future)
             if self.health_timer is None:
                 self._arm_health(window + 1)
             return future
         retry_after = max(1, math.ceil(self.t0 + (window + 1) * self.window_s - now))
+        self.health_calls.append((clock.now_ms(), "limited"))
         return responses.json(429, {"error": "health check rate limit exceeded"},
                               extra_headers=b"retry-after: %d\r\n" % retry_after)
 
@@ -300,6 +309,11 @@ class ProcessorEmulator:
     def list_payments(self, query: bytes, body: bytes) -> bytes:
         """Every stored correlationId (an emulator extension, for double-charge checks)."""
         return responses.json(200, {"correlationIds": list(self.payments)})
+
+    def list_health_calls(self, query: bytes, body: bytes) -> bytes:
+        """The newest health calls: when each came (epoch ms) and its answer: served at once,
+        queued for a later window, or limited (429)."""
+        return responses.json(200, {"calls": [{"at": at, "answer": answer} for at, answer in self.health_calls]})
 
     def purge(self, query: bytes, body: bytes) -> bytes:
         log.info("purged %d payments", len(self.payments))

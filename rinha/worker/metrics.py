@@ -74,10 +74,10 @@ class WorkerMetrics:
         registry.counter("rinha_worker_fallback_decisions_total", "Payments the routing policy sent to fallback.",
                          fn=lambda: router.fallback_decisions)
         registry.counter("rinha_worker_accepted_total", "Payments accepted from the API nodes (new correlationIds).",
-                         fn=lambda: worker.accepted)
+                         fn=lambda: worker.store.accepted)
         registry.counter("rinha_worker_duplicates_total",
                          "Payments from the API nodes ignored as already seen (resent batches, repeated posts).",
-                         fn=lambda: worker.duplicates)
+                         fn=lambda: worker.store.duplicates)
 
 
 def waiting(worker: Worker) -> int:

@@ -43,9 +43,6 @@ class Worker:
                                     interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
                                     on_report=lambda failing, ms, name=client.name: self.router.health_report(name, failing, ms))
                        for client in self.clients]
-        # Counted in accept(); read by the metrics at scrape time.
-        self.accepted = 0
-        self.duplicates = 0
         self.metrics = WorkerMetrics(self)
         self.dispatcher = Dispatcher(self.queue, self.router, self.store, senders=config.senders,
                                      max_senders=config.max_senders, call_meters=self.metrics.calls,
@@ -93,9 +90,7 @@ class Worker:
         return asyncio.shield(asyncio.get_running_loop().create_task(self._accept(payments)))
 
     async def _accept(self, payments: list) -> None:
-        fresh = await self.store.accept(payments)  # durable on return; repeats are dropped
-        self.accepted += len(fresh)
-        self.duplicates += len(payments) - len(fresh)
+        fresh = await self.store.accept(payments)  # durable on return; repeats are dropped (and counted)
         for payment in fresh:
             self.queue.put(payment)
 

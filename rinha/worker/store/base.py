@@ -133,6 +133,9 @@ class Store(abc.ABC):
     # the other processor while the other worker's call is still on its way. `intent` may then
     # hand back an earlier pin (it sets `payment.processor` and `payment.requested_at`).
     keeps_pins = False
+    # Counted by `accept` for the metrics: payments new to the store, and repeats it dropped.
+    accepted = 0
+    duplicates = 0
 
     def health_poller(self, name: str, base_url: str, session_factory, **kwargs):
         """The poller of one processor's health: here every poll is this worker's own."""

@@ -138,6 +138,8 @@ class SqliteStore(Store):
             recent.add(correlation_id)
             if execute(ACCEPT, (correlation_id, cents)).rowcount:
                 fresh.append(Payment(correlation_id, cents))
+        self.accepted += len(fresh)
+        self.duplicates += len(batch) - len(fresh)
         if self.conn.in_transaction:
             await self._durable()  # repeats too: what they repeat may not be committed yet
         return fresh
