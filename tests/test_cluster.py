@@ -299,8 +299,12 @@ async def test_health_is_polled_once_per_5_s_per_processor_cluster_wide(rig):
 
     for name, history in zip(("default", "fallback"), await eventually(three_new_calls_each, timeout=30, interval=0.5)):
         assert {c["answer"] for c in history} == {"served"}, (name, history)
+        # Slots are claimed 5.1 s apart; a call can reach the processor later than its claim on a
+        # loaded machine (4,992 ms was seen once in a full-suite run), and what the processor
+        # enforces is its 5 s window, which "served" above checks. Independent pollers would put
+        # calls anywhere, often within a second of each other.
         gaps = [b["at"] - a["at"] for a, b in zip(history, history[1:])]
-        assert min(gaps) >= 5000, (name, gaps)
+        assert min(gaps) >= 4500, (name, gaps)
 
 
 def test_the_engines_configs_are_readable_by_their_owner_only(rig, tmp_path):
