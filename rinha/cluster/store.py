@@ -260,16 +260,16 @@ class ClusterStore(Store):
             results = await asyncio.gather(*(self.js.publish(SUBJECT, f"{cid} {cents}".encode(),
                                                              headers={"Nats-Msg-Id": cid})
                                              for cid, cents in pending), return_exceptions=True)
-            failed = [item for item, result in zip(pending, results) if isinstance(result, BaseException)]
-            for (cid, _), result in zip(pending, results):
+            failed = []
+            for item, result in zip(pending, results):
                 if isinstance(result, BaseException):
-                    continue
+                    failed.append(item)
+                    retried.add(item[0])
                 # A duplicate of our own failed attempt (stored, but its PubAck lost) is still new.
-                if result.duplicate and cid not in retried:
+                elif result.duplicate and item[0] not in retried:
                     self.duplicates += 1
                 else:
                     self.accepted += 1
-            retried.update(cid for cid, _ in failed)
             if failed:
                 log.warning("publish to JetStream failed; retrying", extra={
                     "event": "publish_retry", "payments": len(failed), "error": repr(next(
