@@ -25,11 +25,12 @@ import aiohttp
 import nats
 import pytest
 
-from conftest import MetricsPage, eventually, free_port, new_id, node_env
+from conftest import LINK_SECRET, MetricsPage, eventually, free_port, new_id, node_env
 
 from rinha import clock
 from rinha.cluster.store import STREAM
 from rinha.cluster.servers import NATS_SERVER, PG_BIN, NatsCluster, Postgres, write_private
+from rinha.link.client import LinkClient
 
 pytestmark = pytest.mark.skipif(not (Path(NATS_SERVER).exists() and (PG_BIN / "postgres").exists()),
                                 reason="nats-server and PostgreSQL 15 are not installed (.ci/run installs them)")
@@ -380,3 +381,98 @@ async def test_publishes_refused_while_the_stream_has_no_quorum_are_retried_not_
         assert outage["retried"], "no publish failed: the outage did not test the retry"
         assert all(200 <= status < 300 for status in statuses)
         await rig.assert_paid_once(session, timeout=90)
+
+
+async def in_flight_by_worker(session: aiohttp.ClientSession, rig: Rig) -> list[int]:
+    return [int(page.value("rinha_worker_in_flight_calls", processor="default")) for page in await worker_pages(session, rig)]
+
+
+async def worker_summary(rig: Rig, worker: int, start: int, end: int | None) -> tuple[dict, float]:
+    """One worker's summary over its link (not through the API node, which asks the worker it is
+    linked to), and how long it took."""
+    link = LinkClient("127.0.0.1", rig.worker_ports[worker], secret=LINK_SECRET,
+                      on_connected=lambda: None, on_ack=lambda seq: None)
+    link.start()
+    try:
+        await asyncio.wait_for(link._up.wait(), 10)
+        asked = time.monotonic()
+        reply = await link.request({"op": "summary", "from": start, "to": end}, 10)
+        assert reply["status"] == 200, reply
+        return reply["body"], time.monotonic() - asked
+    finally:
+        await link.close()
+
+
+async def test_a_summary_reaching_the_present_counts_calls_in_flight_in_other_workers(rig):
+    """README "What the summary guarantees", item 2, cluster-wide: a worker asked for a window that
+    reaches the present waits for the calls stamped in its last 1.5 s, whichever worker makes them
+    (here it makes fewer than all); fails with the cluster store's recent wait off."""
+    count = 6
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        await eventually(lambda: all_workers_answer(session, rig), timeout=30, interval=0.2)
+        await set_delay(session, rig.processors[0], 1000)  # under the slowness gate: still routed to default
+        try:
+            start = clock.now_ms()
+            statuses = await rig.post_stream(session, count, per_s=1000)
+            assert all(200 <= status < 300 for status in statuses)
+            held = await eventually(lambda: _all_in_flight(session, rig, count), timeout=0.9, interval=0.02)
+            asker = held.index(min(held))
+            assert held[asker] < count, held  # some of the calls are other workers'
+            body, _ = await worker_summary(rig, asker, start, None)
+            assert body["default"]["totalRequests"] == count, (held, body)
+        finally:
+            await set_delay(session, rig.processors[0], 0)
+        await rig.assert_paid_once(session)
+
+
+async def test_an_audit_window_does_not_wait_for_calls_in_flight_in_other_workers(rig):
+    """The audit's window ends 1.5 s before now: a call stamped inside it and still under way (2 s
+    at the processor, which has not stored it yet) is not waited for, by any worker; the answer
+    is what the processor's books say then."""
+    count = 6
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        await eventually(lambda: all_workers_answer(session, rig), timeout=30, interval=0.2)
+        # Right after a health poll: the next (5 s later) cannot announce the 2 s delay before the
+        # calls start, which would hold the payments back (slower than the gate).
+        polled = health_calls(rig.processors[0])[-1]["at"] if health_calls(rig.processors[0]) else 0
+        await eventually(lambda: _polled_since(rig, polled), timeout=10, interval=0.05)
+        await set_delay(session, rig.processors[0], 2000)
+        try:
+            start = clock.now_ms()
+            statuses = await rig.post_stream(session, count, per_s=1000)
+            assert all(200 <= status < 300 for status in statuses)
+            held = await eventually(lambda: _all_in_flight(session, rig, count), timeout=0.9, interval=0.02)
+            asker = held.index(min(held))
+            await asyncio.sleep(max(0.0, (start + 1600 - clock.now_ms()) / 1000))  # the calls' stamps are 1.5 s old
+            body, took_s = await worker_summary(rig, asker, start, clock.now_ms() - 1500)
+            assert body["default"]["totalRequests"] == 0 and took_s < 0.25, (held, body, took_s)
+            # Still under way once answered: the window did hold calls in flight.
+            assert (await in_flight_by_worker(session, rig)) == held
+        finally:
+            await set_delay(session, rig.processors[0], 0)
+        await rig.assert_paid_once(session)
+
+
+async def all_workers_answer(session: aiohttp.ClientSession, rig: Rig):
+    try:
+        return await worker_pages(session, rig)
+    except aiohttp.ClientError:
+        return None
+
+
+async def _all_in_flight(session: aiohttp.ClientSession, rig: Rig, count: int) -> list[int] | None:
+    held = await in_flight_by_worker(session, rig)
+    return held if sum(held) == count else None
+
+
+def health_calls(url: str) -> list[dict]:
+    request = urllib.request.Request(f"{url}/admin/health-calls", headers=TOKEN)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)["calls"]
+
+
+async def _polled_since(rig: Rig, at: int) -> bool:
+    calls = health_calls(rig.processors[0])
+    return bool(calls) and calls[-1]["at"] > at

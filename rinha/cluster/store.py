@@ -34,6 +34,7 @@ import nats
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from rinha import clock
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.store.base import PROCESSORS, Store
 
@@ -94,7 +95,11 @@ COUNTS_REFRESH_S = 1.0
 PINS = "SELECT cid, processor, requested_at, stored FROM payments WHERE cid = ANY($1::text[])"
 SUMMARY = ("SELECT processor, count(*), coalesce(sum(cents), 0) FROM payments "
            "WHERE stored AND requested_at BETWEEN $1 AND $2 GROUP BY processor")
-UNSETTLED = "SELECT count(*) FROM payments WHERE NOT stored AND requested_at BETWEEN $1 AND $2"
+# Pins not yet stored inside a window, per processor: how many are stamped at or before $3, and
+# the newest stamped after it (the recent ones, whose calls a summary waits for).
+UNSETTLED = ("SELECT processor, count(*) FILTER (WHERE requested_at <= $3), max(requested_at) FILTER (WHERE requested_at > $3) "
+             "FROM payments WHERE NOT stored AND requested_at BETWEEN $1 AND $2 GROUP BY processor")
+SETTLE_POLL_S = 0.005
 FAR_FUTURE_MS = 2 ** 62
 
 
@@ -162,13 +167,16 @@ class ClusterStore(Store):
     keeps_pins = True
 
     def __init__(self, queue: PaymentQueue, *, nats_url: str, pg_dsn: str, ack_wait_s: float, replicas: int,
-                 settle_s: float, max_held: int, name: str = "worker") -> None:
+                 settle_s: float, max_held: int, settle_recent_s: float = 0.0, call_timeout_s: float = 10.0,
+                 name: str = "worker") -> None:
         self.queue = queue
         self.nats_servers = [url.strip() for url in nats_url.split(",") if url.strip()]
         self.pg_dsn = pg_dsn
         self.ack_wait_s = ack_wait_s
         self.replicas = replicas
         self.settle_s = settle_s
+        self.settle_recent_ms = round(settle_recent_s * 1000)
+        self.call_timeout_s = call_timeout_s  # the longest any call lasts, for a processor not in call_timeouts
         self.max_held = max_held
         self.name = name
         self.nc = None
@@ -297,14 +305,29 @@ class ClusterStore(Store):
         return None
 
     async def summary(self, start: int | None, end: int | None) -> dict[str, tuple[int, int]]:
+        """Cluster-wide audit safety: pins inside the window that are not yet stored, in any worker,
+        are waited for before the totals are read (a processor stores a payment just before
+        answering). Those stamped within `settle_recent_s` of now are waited for until they are
+        stored or their call's timeout has passed, as the worker's own settle does for its calls:
+        a window that reaches the present counts what is under way in it. Older ones get only
+        `settle_s`; an audit window ends 1.5 s before now, so it never waits longer than that."""
         lo = -FAR_FUTURE_MS if start is None else start
         hi = FAR_FUTURE_MS if end is None else end
+        recent_since = clock.now_ms() - self.settle_recent_ms if self.settle_recent_ms > 0 else FAR_FUTURE_MS
+        loop = asyncio.get_running_loop()
+        settle_until = loop.time() + self.settle_s
         async with self.pool.acquire() as conn:
-            # Cluster-wide audit safety: calls pinned inside the window, in any worker, are given
-            # until `settle_s` to be recorded (a processor stores a payment just before answering).
-            deadline = time.monotonic() + self.settle_s
-            while await conn.fetchval(UNSETTLED, lo, hi) and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
+            while True:
+                older, recent_until = 0, 0
+                for processor, count, newest in await conn.fetch(UNSETTLED, lo, hi, recent_since):
+                    older += count
+                    if newest is not None:  # its call, the latest of that processor's, ends by then
+                        timeout = self.call_timeouts.get(processor)
+                        recent_until = max(recent_until, newest + round(
+                            1000 * (timeout() if timeout is not None else self.call_timeout_s)))
+                if not (clock.now_ms() < recent_until or (older and loop.time() < settle_until)):
+                    break
+                await asyncio.sleep(SETTLE_POLL_S)
             rows = await conn.fetch(SUMMARY, lo, hi)
         totals = dict.fromkeys(PROCESSORS, (0, 0))
         for processor, count, cents in rows:

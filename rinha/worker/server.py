@@ -39,6 +39,7 @@ class Worker:
                                request_timeout_s=config.request_timeout_s) for client in self.clients]
         self.router = Router(*views, make_policy(config.policy, config.fallback_after_s, config.hold_ms / 1000, config.hold_payments),
                              max_calls_per_s=config.max_calls_per_s)
+        self.store.call_timeouts = {name: view.timeout_s for name, view in self.router.views.items()}
         self.health = [self.store.health_poller(client.name, client.base_url, lambda client=client: client.session,
                                     interval_s=config.health_interval_s, timeout_s=HEALTH_TIMEOUT_S,
                                     on_report=lambda failing, ms, name=client.name: self.router.health_report(name, failing, ms))

@@ -15,6 +15,7 @@ def open_store(config, queue) -> Store:
         from rinha.cluster.store import ClusterStore
         return ClusterStore(queue, nats_url=config.nats_url, pg_dsn=config.pg_dsn, ack_wait_s=config.ack_wait_s,
                             replicas=config.nats_replicas, settle_s=config.settle_timeout_ms / 1000,
+                            settle_recent_s=config.settle_recent_ms / 1000, call_timeout_s=config.request_timeout_s,
                             max_held=4 * config.senders, name=config.listen)
     return SqliteStore(config.data_dir or None, sync=config.sync if config.data_dir else "off",
                        commit_interval_ms=config.commit_interval_ms, recent_window_s=config.recent_window_s,

@@ -136,6 +136,10 @@ class Store(abc.ABC):
     # Counted by `accept` for the metrics: payments new to the store, and repeats it dropped.
     accepted = 0
     duplicates = 0
+    # Per processor, the timeout a call started now would get (the worker sets it once its router
+    # exists). A store shared by several workers bounds its summary's wait for the others' recent
+    # calls with it; a worker's own calls are settled by its dispatcher.
+    call_timeouts: dict = {}
 
     def health_poller(self, name: str, base_url: str, session_factory, **kwargs):
         """The poller of one processor's health: here every poll is this worker's own."""
