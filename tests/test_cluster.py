@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import nats
 import pytest
 
@@ -476,3 +477,47 @@ def health_calls(url: str) -> list[dict]:
 async def _polled_since(rig: Rig, at: int) -> bool:
     calls = health_calls(rig.processors[0])
     return bool(calls) and calls[-1]["at"] > at
+
+
+async def set_failure(session: aiohttp.ClientSession, url: str, failing: bool) -> None:
+    async with session.put(f"{url}/admin/configurations/failure", json={"failure": failing}, headers=TOKEN) as response:
+        assert response.status == 200
+
+
+def stored_requested_at(url: str, correlation_id: str) -> int:
+    request = urllib.request.Request(f"{url}/payments/{correlation_id}", headers=TOKEN)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return clock.parse_ms(json.load(response)["requestedAt"])
+
+
+async def test_a_payment_its_processor_refused_is_resent_there_stamped_anew(rig):
+    """A shared store keeps a pin through a 500 (another worker may hold the payment too), but not
+    its stamp: the resend a recovered processor stores carries the time of that resend. With its
+    first stamp it would land seconds back, in the window an auditor may be reading just then (one
+    inconsistency, ours +1, in an official cluster run's 40 s round, when both processors recover)."""
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: rig.linked(session), timeout=30)
+        # Right after a health poll: the next cannot announce default failing before the first calls.
+        before = health_calls(rig.processors[0])
+        await eventually(lambda: _polled_since(rig, before[-1]["at"] if before else 0), timeout=10, interval=0.05)
+        await set_failure(session, rig.processors[0], True)
+        posted = len(rig.posted)
+        pg = await asyncpg.connect(rig.pg.dsn)
+        try:
+            statuses = await rig.post_stream(session, 6, per_s=1000)
+            assert all(200 <= status < 300 for status in statuses)
+            ids = rig.posted[posted:]
+
+            async def refused_and_pinned():  # each first call got its 500 from default, pin kept
+                rows = await pg.fetch("SELECT cid FROM payments WHERE cid = ANY($1) AND processor = 'default'", ids)
+                return [row["cid"] for row in rows] if len(rows) >= 3 else None
+
+            pinned = await eventually(refused_and_pinned, timeout=5, interval=0.05)
+            await asyncio.sleep(2.0)  # the first stamps are now as old as an audit window's end
+            recovered_at = clock.now_ms()
+        finally:
+            await set_failure(session, rig.processors[0], False)
+            await pg.close()
+        await rig.assert_paid_once(session)
+    stamps = {cid: stored_requested_at(rig.processors[0], cid) for cid in pinned}
+    assert all(stamp > recovered_at - 1000 for stamp in stamps.values()), (recovered_at, stamps)

@@ -13,6 +13,9 @@ The same `Store` steps as the embedded store, spread over two engines:
                   has its payments redelivered, and the row (or the processor's 422) says stored.
   failed(p)       nothing: pins are kept until stored (`keeps_pins`), since another worker may be
                   calling the same processor with the same pin at that moment.
+  restamp(p)      after a call that surely stored nothing, the next one keeps the processor but is
+                  stamped now: a resend with its first stamp, stored when a processor recovers,
+                  would land in a window the auditor may be reading at that moment.
 
 The stream's duplicate window is finite (2 minutes); the row's unique correlationId is what
 charges a payment once at any age: a message whose row is stored is acked and dropped.
@@ -82,6 +85,17 @@ INSERT INTO payments (cid, cents, processor, requested_at)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])
 ON CONFLICT (cid) DO UPDATE SET processor = payments.processor
 RETURNING cid, processor, requested_at
+"""
+# A pin kept through a call that stored nothing takes a fresh requestedAt, unless another holder of
+# the payment moved it first (or it is stored): then the row's pin is handed back as it is.
+RESTAMP = """
+WITH wanted AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(cid, old, fresh)),
+moved AS (UPDATE payments p SET requested_at = w.fresh FROM wanted w
+          WHERE p.cid = w.cid AND p.requested_at = w.old AND NOT p.stored RETURNING p.cid, p.processor, p.requested_at)
+SELECT cid, processor, requested_at FROM moved
+UNION ALL
+SELECT p.cid, p.processor, p.requested_at FROM payments p JOIN wanted w ON p.cid = w.cid
+WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.cid = p.cid)
 """
 # Only rows this call marks are counted (RETURNING gives no row already stored), in the same statement.
 MARK_STORED = """
@@ -188,6 +202,7 @@ class ClusterStore(Store):
         self.shard = random.randrange(COUNT_SHARDS)
         self.claims = GroupCommit(self._claim, COMMIT_INTERVAL_S)
         self.marks = GroupCommit(self._mark_stored, COMMIT_INTERVAL_S)
+        self.restamps = GroupCommit(self._restamp, COMMIT_INTERVAL_S)
         self._tasks: list[asyncio.Task] = []
 
     # Engines
@@ -291,6 +306,10 @@ class ClusterStore(Store):
         processor, requested_at = await self.claims.add(payment)
         payment.processor, payment.requested_at = processor, requested_at  # an earlier claim wins
 
+    async def restamp(self, payment: Payment) -> None:
+        processor, requested_at = await self.restamps.add((payment, clock.now_ms()))
+        payment.processor, payment.requested_at = processor, requested_at
+
     async def stored(self, payment: Payment) -> None:
         await self.marks.add(payment.correlation_id)
         message = self.held.pop(payment.correlation_id, None)
@@ -364,6 +383,7 @@ class ClusterStore(Store):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.claims.drain()
         await self.marks.drain()
+        await self.restamps.drain()
         if self.nc is not None:
             await self.nc.close()  # what we held unacked is redelivered to the other workers
         if self.pool is not None:
@@ -377,6 +397,14 @@ class ClusterStore(Store):
                                      [p.processor for p in unique.values()], [p.requested_at for p in unique.values()])
         pins = {cid: (processor, requested_at) for cid, processor, requested_at in rows}
         return [pins[p.correlation_id] for p in payments]
+
+    async def _restamp(self, items: list[tuple[Payment, int]]) -> list[tuple[str, int]]:
+        unique = {payment.correlation_id: (payment.requested_at, fresh) for payment, fresh in items}
+        rows = await self.pool.fetch(RESTAMP, list(unique), [old for old, _ in unique.values()],
+                                     [fresh for _, fresh in unique.values()])
+        pins = {cid: (processor, requested_at) for cid, processor, requested_at in rows}
+        # A row gone (purged once stored): the payment keeps its pin, stamped afresh.
+        return [pins.get(p.correlation_id, (p.processor, fresh)) for p, fresh in items]
 
     async def _mark_stored(self, cids: list[str]) -> None:
         await self.pool.execute(MARK_STORED, list(set(cids)), self.shard)

@@ -83,6 +83,14 @@ class Dispatcher:
                 await self.store.intent(payment)  # durable before the call: a crash remembers the pin
                 if payment.processor != view.name:  # a shared store handed back another worker's pin
                     view = router.views[payment.processor]
+            elif payment.stale:
+                # A shared store kept the pin through a call that stored nothing: the same processor,
+                # stamped now. The old stamp could lie in a window the auditor is reading when a
+                # recovered processor stores the resend.
+                payment.stale = False
+                await self.store.restamp(payment)
+                if payment.processor != view.name:
+                    view = router.views[payment.processor]
             payment.attempts += 1
             view.started(payment, loop.time())
             self.calling += 1
@@ -100,9 +108,12 @@ class Dispatcher:
             if outcome.stored:
                 await self.store.stored(payment)
             else:
-                if not outcome.maybe_stored and not self.store.keeps_pins:
-                    await self.store.failed(payment)
-                    payment.unpin()
+                if not outcome.maybe_stored:
+                    if self.store.keeps_pins:
+                        payment.stale = True
+                    else:
+                        await self.store.failed(payment)
+                        payment.unpin()
                 self.queue.put_front(payment)
             self._settled.set()
             self._settled.clear()

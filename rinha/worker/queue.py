@@ -13,9 +13,11 @@ class Payment:
     `processor` and `requested_at` are set when a call is made and kept while its outcome is
     unknown (a timeout): the payment must then go again to the same processor with the same
     `requestedAt`, so that a 422 there means "stored" and the auditor sees one timestamp.
+    `stale` marks a pin kept by a shared store after a call that surely stored nothing: the next
+    call goes to the same processor with a fresh `requestedAt`.
     """
 
-    __slots__ = ("correlation_id", "cents", "accepted_at", "processor", "requested_at", "attempts")
+    __slots__ = ("correlation_id", "cents", "accepted_at", "processor", "requested_at", "attempts", "stale")
 
     def __init__(self, correlation_id: str, cents: int) -> None:
         self.correlation_id = correlation_id
@@ -24,11 +26,13 @@ class Payment:
         self.processor: str | None = None
         self.requested_at: int | None = None
         self.attempts = 0
+        self.stale = False
 
     def unpin(self) -> None:
         """The last call definitely did not store the payment: it is free to go anywhere."""
         self.processor = None
         self.requested_at = None
+        self.stale = False
 
     def __repr__(self) -> str:
         return f"Payment({self.correlation_id}, {self.cents}c, {self.processor}, attempts={self.attempts})"

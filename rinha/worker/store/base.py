@@ -166,6 +166,12 @@ class Store(abc.ABC):
     async def failed(self, payment: Payment) -> None:
         """Unpins a payment whose last call surely stored nothing."""
 
+    async def restamp(self, payment: Payment) -> None:
+        """Stores that keep pins: the pinned payment's last call surely stored nothing, and its next
+        call goes to the same processor stamped now; durable on return. The store may hand back
+        another holder's newer stamp (it sets `payment.processor` and `payment.requested_at`)."""
+        raise NotImplementedError(f"{type(self).__name__} lets pins go: it has nothing to restamp")
+
     @abc.abstractmethod
     async def summary(self, start: int | None, end: int | None) -> dict[str, tuple[int, int]]:
         """(count, cents) per processor over requestedAt in [start, end], inclusive; None is unbounded."""
