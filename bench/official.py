@@ -160,6 +160,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_run(count: int) -> int:
+    """The first of `count` consecutive free TCP ports of 127.0.0.1 (NATS servers follow each other)."""
+    while True:
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+
+
+def stack_config(args: argparse.Namespace, run_dir: Path) -> StackConfig:
+    """The stack this run starts. Off the default port, every other port is a free one too, so
+    runs can share a machine: in cluster mode the workers' (worker i uses worker_port + 2i and
+    worker_metrics_port + 2i), the three NATS servers' (client and route ports follow each
+    other) and PostgreSQL's, all from one run of free ports."""
+    config = replace(build(StackConfig), port=args.port, run_dir=str(run_dir))
+    if args.port != 9999:
+        config = replace(config, default_port=free_port(), fallback_port=free_port(),
+                         worker_port=free_port(), worker_metrics_port=free_port())
+    if args.cluster:
+        config = replace(config, cluster=True, workers=args.workers)
+        if args.port != 9999:
+            base = free_run(2 * args.workers + 7)
+            engines = base + 2 * args.workers
+            config = replace(config, worker_port=base, worker_metrics_port=base + 1, nats_port=engines,
+                             nats_cluster_port=engines + 3, pg_port=engines + 6)
+    return config
+
+
 def schedule_text(name: str) -> str:
     """The schedule's JSON: a generated one (`gen:<seed>`, `gen:<class>:<seed>`) or a file's."""
     generated = schedule_gen.parse_name(name)
@@ -313,14 +351,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Sockets live in a short /tmp folder: a Unix socket path is limited to ~107 bytes.
     run_dir = Path(tempfile.mkdtemp(prefix="rinha-run-"))
-    config = replace(build(StackConfig), port=args.port, run_dir=str(run_dir))
-    if args.port != 9999:
-        # Off the default port, every other port is a free one too, so runs can share a machine.
-        config = replace(config, default_port=free_port(), fallback_port=free_port(),
-                         worker_port=free_port(), worker_metrics_port=free_port())
+    config = stack_config(args, run_dir)
     proxy = None
-    if args.cluster:
-        config = replace(config, cluster=True, workers=args.workers)
     if "link-cut" in args.drills:
         config = replace(config, link_port=free_port())
         proxy = LinkProxy(config.link_port, config.worker_port).start()

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from official import free_port  # noqa: E402
+from official import free_port, free_run  # noqa: E402
 from procstat import usage  # noqa: E402
 from runs import batch_folder, progress_log  # noqa: E402
 
@@ -72,25 +71,6 @@ def tier_of(name: str) -> str:
     if name in ("default", "fallback"):
         return "emulators"
     return name  # postgres, nginx, k6
-
-
-def free_run(count: int) -> int:
-    """The first of `count` consecutive free TCP ports of 127.0.0.1 (NATS servers follow each other)."""
-    while True:
-        base = free_port()
-        if base + count >= 65535:
-            continue
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
 
 
 def get_json(url: str, headers: dict | None = None, method: str = "GET", body: dict | None = None) -> dict:

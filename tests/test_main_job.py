@@ -99,3 +99,25 @@ def check_run_report(folder: Path, score: dict, run: subprocess.CompletedProcess
     assert "no worker metrics" not in page
     sizes = {name: (folder / name).stat().st_size for name in (report.SAMPLES, report.WORKER_METRICS, report.REPORT)}
     assert sizes[report.SAMPLES] < 200 * score["http_requests"] and sizes[report.REPORT] < 2_000_000, sizes
+
+
+def test_cluster_runs_off_the_default_port_take_free_ports_for_the_engines_and_workers(tmp_path):
+    """An `official.py --cluster` run on another port than 9999 (RINHA_BENCH_PORT) takes free ports
+    for NATS, PostgreSQL and every worker's link and metrics, none shared within the run, instead
+    of the fixed defaults that a second cluster run would collide on."""
+    import official
+
+    def ports(config) -> set[int]:
+        workers = {config.worker_port + 2 * i for i in range(config.workers)} | \
+                  {config.worker_metrics_port + 2 * i for i in range(config.workers)}
+        engines = {config.nats_port + i for i in range(3)} | {config.nats_cluster_port + i for i in range(3)}
+        return workers | engines | {config.pg_port, config.default_port, config.fallback_port, config.port}
+
+    defaults = official.stack_config(official.parse_args(["--cluster"]), tmp_path)
+    first = official.stack_config(official.parse_args(["--cluster", "--port", str(free_port())]), tmp_path)
+    second = official.stack_config(official.parse_args(["--cluster", "--workers", "4", "--port", str(free_port())]),
+                                   tmp_path)
+    assert (defaults.nats_port, defaults.pg_port) == (14222, 15432)  # the documented fixed ones, on 9999
+    assert len(ports(first)) == 6 + 6 + 1 + 3 and len(ports(second)) == 8 + 6 + 1 + 3  # nothing overlaps within a run
+    for config in (first, second):
+        assert not {config.nats_port, config.nats_cluster_port, config.pg_port} & {14222, 16222, 15432}
