@@ -17,10 +17,18 @@ virtual users ramp 1 -> 550 over 60 s, each posts and sleeps 1 s (~16.7 k paymen
 too); probes, the circuit's restart limit and timeouts are absolute, so a scaled run is kinder
 to a slow default than a full one: `--compare-scale` shows by how much, per class.
 
-Per schedule and policy: net at the end (teardown: what our ledger holds, fees off), lag (money
-accepted but not processed by the end), fee rate, p99 of a payment's wait from acceptance to
-the answer that stored it. Per class: mean, median and worst of net and of regret, the shortfall
-of net against the better of the two baselines on the same schedule, in %.
+Per schedule and policy: net at the end (teardown: what our ledger holds, fees off); the audit
+risk, the chance that a round of the consistency audit finds our books and the processors'
+different (a payment stored between the two reads, or stored and not yet recorded by us: see
+`audit_round_risk`); final, net less the 35 % fine times that chance (the score before its p99
+bonus, which needs real HTTP); lag (money accepted but not processed by the end); fee rate; p99
+of a payment's wait from acceptance to the answer that stored it. Per class: mean, median and
+worst of final (of net with `--ignore-audit`) and of regret, the shortfall against the better of
+the two baselines on the same schedule, in %.
+
+The audit model was checked against real runs (`bench/official.py`, default at 1,600 ms from
+15 s to the end): always-default 4 inconsistencies in 6 rounds, fallback-on-failure 3, where it
+predicts a risk of 0.9996 for both.
 """
 
 from __future__ import annotations
@@ -86,7 +94,7 @@ class SimProcessor:
         self.waiting_max = max(1, round(WAITING_MAX * scale))
         self.serving = 0
         self.waiting: deque[tuple[str, int, asyncio.Future]] = deque()
-        self.stored: dict[str, int] = {}   # correlationId -> requestedAt
+        self.stored: dict[str, tuple[int, float]] = {}   # correlationId -> (requestedAt, stored at), ms
         self.rejected_busy = 0
 
     def submit(self, correlation_id: str, requested_at: int, answer: asyncio.Future) -> float | None:
@@ -123,7 +131,7 @@ class SimProcessor:
         elif correlation_id in self.stored:
             status = 422
         else:
-            self.stored[correlation_id] = requested_at
+            self.stored[correlation_id] = (requested_at, self.loop.time() * 1000)
             status = 200
         _settle(answer, status)
         if self.waiting:
@@ -171,6 +179,7 @@ class MemoryStore:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ledger: dict[str, list[float]] = {"default": [], "fallback": []}  # wait of each stored payment
+        self.recorded: dict[str, dict[str, float]] = {"default": {}, "fallback": {}}  # correlationId -> ms
         self.cents = {"default": 0, "fallback": 0}
         self.loop = loop
         self.done = loop.create_future()
@@ -180,7 +189,9 @@ class MemoryStore:
         return self.done
 
     def stored(self, payment: Payment) -> asyncio.Future:
-        self.ledger[payment.processor].append(self.loop.time() - payment.accepted_at)
+        now = self.loop.time()
+        self.ledger[payment.processor].append(now - payment.accepted_at)
+        self.recorded[payment.processor][payment.correlation_id] = now * 1000
         self.cents[payment.processor] += payment.cents
         return self.done
 
@@ -210,6 +221,82 @@ def settings_at(steps: list[dict], t: float) -> dict | None:
         if step["at"] <= t:
             current = step
     return current
+
+
+# The consistency audit (SPEC.md §3): rounds at 0, 10, ... 50 s read both processors' books and our
+# summary, in parallel, for requestedAt in [now - 15 s, now - 1.5 s]; any difference costs 35 %.
+AUDIT_EVERY_MS = 10_000
+AUDIT_FROM_AGO_MS = 15_000
+AUDIT_TO_AGO_MS = 1_500
+AUDIT_FINE = 0.35
+# Our summary is read after the processors' by about its settle wait (it waits for calls in flight
+# inside the window) plus a millisecond of reading; a payment stored in between is a difference.
+AUDIT_READ_GAP_EXTRA_MS = 1.0
+# A round's instant is not in step with the simulation (its feed ticks, calls that start together
+# and so end together): each round is judged over every instant of a 2 s span around it.
+AUDIT_SPAN_MS = 2_000
+
+
+def audit_late_payments(processors: dict, store: "MemoryStore") -> list[tuple[int, float, float]]:
+    """(requestedAt, stored by the processor, recorded by us) of every stored payment that an audit
+    could see differently on the two sides: one stored or recorded more than 1.5 s after its
+    requestedAt (or never recorded by us: inf). Any other payment is on both books by the time an
+    audit window can hold it."""
+    late = []
+    for name, processor in processors.items():
+        recorded = store.recorded[name]
+        for cid, (requested_at, stored_at) in processor.stored.items():
+            recorded_at = recorded.get(cid, math.inf)
+            if max(stored_at, recorded_at) - requested_at > AUDIT_TO_AGO_MS:
+                late.append((requested_at, stored_at, recorded_at))
+    return late
+
+
+def _overlap(lo: float, hi: float, *bounds: tuple[float, float]) -> tuple[float, float]:
+    for b_lo, b_hi in bounds:
+        lo, hi = max(lo, b_lo), min(hi, b_hi)
+    return lo, hi
+
+
+def audit_round_risk(late: list[tuple[int, float, float]], at_ms: float, gap_ms: float) -> float:
+    """The chance that a round near `at_ms`, reading the processors' books and ours `gap_ms`
+    later, finds them different. The round's instant is taken as uniform over AUDIT_SPAN_MS:
+    - a payment the processor stored that we record later than `gap_ms` after (a call we gave up
+      on, answered 422 on a resend) is a difference at every instant in between: the share of
+      the span covered by such instants;
+    - a payment stored within `gap_ms` of being recorded is a difference only if it is stored
+      between the two reads: the expected count of those is the share of the span where each one
+      would be caught, summed, and completions that close together are taken as independent
+      (Poisson), as real ones are, not in step as the simulated ones."""
+    lo_span, hi_span = at_ms - AUDIT_SPAN_MS / 2, at_ms + AUDIT_SPAN_MS / 2
+    expected_races = 0.0
+    held = []
+    for ra, st, rec in late:
+        # instants `now` at which the window [now - 15 s, now - 1.5 s] holds the payment
+        window = (ra + AUDIT_TO_AGO_MS, ra + AUDIT_FROM_AGO_MS)
+        if rec - st > gap_ms:
+            lo, hi = _overlap(lo_span, hi_span, window, (st, rec - gap_ms))
+            if hi > lo:
+                held.append((lo, hi))
+        else:
+            lo, hi = _overlap(lo_span, hi_span, window, (rec - gap_ms, st))
+            if hi > lo:
+                expected_races += (hi - lo) / AUDIT_SPAN_MS
+    covered, reach = 0.0, -math.inf
+    for lo, hi in sorted(held):
+        lo = max(lo, reach)
+        if hi > lo:
+            covered += hi - lo
+            reach = hi
+    return 1.0 - (1.0 - covered / AUDIT_SPAN_MS) * math.exp(-expected_races)
+
+
+def audit_risk(late: list[tuple[int, float, float]], start_ms: float, duration_s: float, gap_ms: float) -> float:
+    """The chance that at least one of the test's audit rounds finds a difference."""
+    clean = 1.0
+    for at_ms in range(0, int(duration_s * 1000), AUDIT_EVERY_MS):
+        clean *= 1.0 - audit_round_risk(late, start_ms + at_ms, gap_ms)
+    return 1.0 - clean
 
 
 async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, duration_s: float = 60.0,
@@ -272,6 +359,8 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
     recent_since = clock.now_ms() - int(config.settle_recent_ms) if config.settle_recent_ms > 0 else None
     await dispatcher.settle(None, clock.now_ms(), config.settle_timeout_ms / 1000, recent_since)
     cents = dict(store.cents)
+    risk = audit_risk(audit_late_payments(processors, store), start * 1000, duration_s,
+                      config.settle_timeout_ms + AUDIT_READ_GAP_EXTRA_MS)
     waits = sorted(store.ledger["default"] + store.ledger["fallback"])
     counts = {name: len(store.ledger[name]) for name in ("default", "fallback")}
     for task in tasks:
@@ -288,7 +377,10 @@ async def simulate(schedule: dict, policy_name: str, *, scale: float = 1.0, dura
         "schedule": schedule["name"], "class": schedule.get("class", "named"), "policy": policy_name,
         "scale": scale, "accepted": fed, "default": counts["default"], "fallback": counts["fallback"],
         # Money back at full scale by the load actually thinned (users are whole: 550 x 0.25 is 138).
-        "net": round((gross - fees) / users_scale, 2), "lag": round((fed - processed) * AMOUNT_CENTS / 100 / users_scale, 2),
+        "net": round((gross - fees) / users_scale, 2),
+        # What the score pays before its p99 bonus: net less the audit's fine, times its chance.
+        "final": round((gross - fees) * (1 - AUDIT_FINE * risk) / users_scale, 2), "audit_risk": round(risk, 4),
+        "lag": round((fed - processed) * AMOUNT_CENTS / 100 / users_scale, 2),
         "lag_payments": fed - processed,
         "fee_rate": round(fees / gross, 4) if gross else 0.0,
         "wait_p99_s": round(waits[min(len(waits) - 1, int(0.99 * len(waits)))], 3) if waits else None,
@@ -324,34 +416,38 @@ def load_schedule(name: str) -> dict:
     return schedule
 
 
-def add_regret(results: list[dict]) -> None:
-    """Each result's regret: its shortfall of net against the better baseline on its schedule, in %."""
+def add_regret(results: list[dict], key: str = "final") -> None:
+    """Each result's regret: its shortfall of `key` (final, or net with the audit ignored) against
+    the better baseline on its schedule, in %."""
     by = {(r["schedule"], r["policy"]): r for r in results}
     for r in results:
-        best = max((by[(r["schedule"], b)]["net"] for b in BASELINES if (r["schedule"], b) in by), default=None)
-        r["regret"] = round(100 * max(0.0, best - r["net"]) / best, 2) if best else 0.0
+        best = max((by[(r["schedule"], b)][key] for b in BASELINES if (r["schedule"], b) in by), default=None)
+        r["regret"] = round(100 * max(0.0, best - r[key]) / best, 2) if best else 0.0
 
 
-def summarize(results: list[dict], policies: list[str]) -> str:
-    """Per class and policy: mean, median and worst of net and of regret; mean lag (money, and %
-    of the payments accepted); fee rate; the p99 wait of a schedule, median and worst over them."""
-    add_regret(results)
+def summarize(results: list[dict], policies: list[str], key: str = "final") -> str:
+    """Per class and policy: mean, median and worst of `key` (final: net less the audit's expected
+    fine; or net) and of regret; mean and worst audit risk; mean lag (money, and % of the payments
+    accepted); fee rate; the p99 wait of a schedule, median and worst over them."""
+    add_regret(results, key)
     classes = sorted({r["class"] for r in results})
-    lines = [f"{'class':<15} {'policy':<20} {'n':>4} {'net mean':>10} {'median':>10} {'worst':>10} "
-             f"{'regret% mean':>12} {'median':>7} {'worst':>7} {'lag mean':>9} {'lag%':>6} {'fee%':>5} "
+    lines = [f"{'class':<15} {'policy':<20} {'n':>4} {key + ' mean':>10} {'median':>10} {'worst':>10} "
+             f"{'regret% mean':>12} {'median':>7} {'worst':>7} {'audit% mean':>11} {'worst':>6} {'lag mean':>9} {'lag%':>6} {'fee%':>5} "
              f"{'wait p99 s median':>17} {'worst':>7}"]
     for cls in classes + ["ALL"]:
         for policy in policies:
             rows = [r for r in results if r["policy"] == policy and (cls == "ALL" or r["class"] == cls)]
             if not rows:
                 continue
-            nets = [r["net"] for r in rows]
+            nets = [r[key] for r in rows]
+            risks = [100 * r["audit_risk"] for r in rows]
             regrets = [r["regret"] for r in rows]
             lag_pct = statistics.mean(100 * r["lag_payments"] / max(1, r["accepted"]) for r in rows)
             waits = [r["wait_p99_s"] for r in rows if r["wait_p99_s"] is not None] or [math.nan]
             lines.append(f"{cls:<15} {policy:<20} {len(rows):>4} {statistics.mean(nets):>10,.0f} "
                          f"{statistics.median(nets):>10,.0f} {min(nets):>10,.0f} {statistics.mean(regrets):>12.2f} "
                          f"{statistics.median(regrets):>7.2f} {max(regrets):>7.2f} "
+                         f"{statistics.mean(risks):>11.1f} {max(risks):>6.1f} "
                          f"{statistics.mean(r['lag'] for r in rows):>9,.0f} {lag_pct:>6.2f} "
                          f"{100 * statistics.mean(r['fee_rate'] for r in rows):>5.1f} "
                          f"{statistics.median(waits):>17.3f} {max(waits):>7.3f}")
@@ -430,6 +526,8 @@ def main() -> int:
                         help="instead of --count: N schedules of each class (seeds seed..seed+N-1, the class forced)")
     parser.add_argument("--compare-scale", type=float, default=None, metavar="SCALE",
                         help="run every schedule at scale 1 and at SCALE, and print how far apart they are")
+    parser.add_argument("--ignore-audit", action="store_true",
+                        help="rank by net (gross less fees) instead of final (net less the audit's expected fine)")
     parser.add_argument("--per-schedule", action="store_true", help="print one line per schedule and policy")
     parser.add_argument("--json", type=Path, default=None, help="write every result here")
     args = parser.parse_args()
@@ -444,7 +542,7 @@ def main() -> int:
     jobs = [(s, p, scale, settings) for scale in scales for s in schedules for p in policies]
     results = run_all(jobs, args.jobs, args.per_schedule)
     if args.compare_scale is None:
-        print(summarize(results, policies))
+        print(summarize(results, policies, "net" if args.ignore_audit else "final"))
     else:
         full = [r for r in results if r["scale"] == 1.0]
         print(compare_scales(full, [r for r in results if r["scale"] == args.compare_scale], policies, args.compare_scale))

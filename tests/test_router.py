@@ -121,11 +121,25 @@ def test_announced_or_observed_slowness_holds_new_payments_only_for_policies_tha
     assert v.slow
 
 
+def test_a_slow_processor_is_probed_one_payment_at_a_time_a_failing_one_a_few():
+    slow = view("default", max_probes=4)
+    slow.health_report(False, 1600, now=0.0)
+    slow.refresh(0.0)
+    failing = view("default", max_probes=4)
+    for _ in range(3):
+        fail(failing, 0.0)
+    for v in (slow, failing):
+        for n in range(1, 10):  # an interval apart, none of them back yet
+            if v.admit(n * 0.2, mind_latency=True):
+                v.started(Payment(new_id(), 1), n * 0.2)
+    assert len(slow.probes) == 1 and len(failing.probes) == 4
+
+
 def test_timeouts_follow_latency_between_the_floor_and_the_ceiling():
     v = view("default", request_timeout_s=10.0)
     assert v.timeout_s() == TIMEOUT_FLOOR_S
-    v.health_report(False, 2000, now=0.0)
-    assert v.timeout_s() == pytest.approx(4.5)
+    v.health_report(False, 3000, now=0.0)
+    assert v.timeout_s() == pytest.approx(6.5)
     v.health_report(False, 5000, now=0.0)
     assert v.timeout_s() == 10.0
 
