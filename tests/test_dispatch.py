@@ -15,6 +15,7 @@ from rinha.emulator.server import EmulatorServer
 from rinha.worker.health import HealthPoller
 from rinha.worker.queue import Payment
 from rinha.worker.server import Worker
+from rinha.worker.store.base import RECENT_WAIT_MAX_S
 
 TOKEN = {"X-Rinha-Token": "123"}
 
@@ -244,6 +245,23 @@ async def test_a_summary_reaching_the_present_counts_the_calls_under_way_in_its_
         assert status == 200
         assert body["default"]["totalRequests"] == 1
         assert await rig.processor_count("default") == 1
+
+
+async def test_a_summary_waits_for_recent_calls_no_longer_than_the_api_waits_for_it(emulators):
+    # A call to a processor answering in 4.5 s gets a 6 s timeout (the floor); the API nodes wait
+    # 5 s for a summary. The summary answers by RECENT_WAIT_MAX_S, without the call.
+    async with Rig(*emulators, senders=2, timeout_s=10) as rig:
+        await rig.admin("default", "delay", 4500)
+        payment = Payment(new_id(), 1990)
+        rig.queue.put(payment)
+        await eventually(lambda: _true(bool(rig.in_flight())))
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        status, body = await rig.worker.answer({"op": "summary", "from": None, "to": clock.now_ms()})
+        waited = loop.time() - asked
+        assert status == 200 and body["default"]["totalRequests"] == 0
+        assert RECENT_WAIT_MAX_S - 0.1 <= waited < RECENT_WAIT_MAX_S + 0.5
+        await eventually(lambda: _true(rig.recorded() == 1), timeout=5)
 
 
 async def test_an_audited_window_never_waits_for_a_call_the_auditor_may_have_missed(emulators):

@@ -39,7 +39,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 
 from rinha import clock
 from rinha.worker.queue import Payment, PaymentQueue
-from rinha.worker.store.base import PROCESSORS, Store
+from rinha.worker.store.base import PROCESSORS, RECENT_WAIT_MAX_S, Store
 
 log = logging.getLogger(__name__)
 
@@ -327,12 +327,15 @@ class ClusterStore(Store):
         """Cluster-wide audit safety: pins inside the window that are not yet stored, in any worker,
         are waited for before the totals are read (a processor stores a payment just before
         answering). Those stamped within `settle_recent_s` of now are waited for until they are
-        stored or their call's timeout has passed, as the worker's own settle does for its calls:
-        a window that reaches the present counts what is under way in it. Older ones get only
+        stored or their call's timeout has passed (at most RECENT_WAIT_MAX_S), as the worker's own
+        settle does for its calls: a window that reaches the present counts what is under way in
+        it. Older ones get only
         `settle_s`; an audit window ends 1.5 s before now, so it never waits longer than that."""
         lo = -FAR_FUTURE_MS if start is None else start
         hi = FAR_FUTURE_MS if end is None else end
-        recent_since = clock.now_ms() - self.settle_recent_ms if self.settle_recent_ms > 0 else FAR_FUTURE_MS
+        asked_at = clock.now_ms()
+        recent_since = asked_at - self.settle_recent_ms if self.settle_recent_ms > 0 else FAR_FUTURE_MS
+        recent_cap = asked_at + round(1000 * RECENT_WAIT_MAX_S)
         loop = asyncio.get_running_loop()
         settle_until = loop.time() + self.settle_s
         async with self.pool.acquire() as conn:
@@ -344,7 +347,7 @@ class ClusterStore(Store):
                         timeout = self.call_timeouts.get(processor)
                         recent_until = max(recent_until, newest + round(
                             1000 * (timeout() if timeout is not None else self.call_timeout_s)))
-                if not (clock.now_ms() < recent_until or (older and loop.time() < settle_until)):
+                if not (clock.now_ms() < min(recent_until, recent_cap) or (older and loop.time() < settle_until)):
                     break
                 await asyncio.sleep(SETTLE_POLL_S)
             rows = await conn.fetch(SUMMARY, lo, hi)

@@ -22,6 +22,7 @@ from rinha.worker.metrics import CallMeters
 from rinha.worker.queue import Payment, PaymentQueue
 from rinha.worker.router import ProcessorView, Router
 from rinha.worker.store import Store
+from rinha.worker.store.base import RECENT_WAIT_MAX_S
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ class Dispatcher:
         A processor stores a payment just before it answers, so a call whose answer is on its way
         is already in the processor's books; waiting for those keeps our summary equal to theirs.
         Calls stamped after `recent_since` (epoch ms) are waited for until they end, each at
-        most its own timeout: a window that reaches the present then counts the calls already
-        under way in it, which no audit can have read yet (the audit stops 1.5 s short of now).
+        most its own timeout and all at most RECENT_WAIT_MAX_S: a window that reaches the present
+        then counts the calls already under way in it, which no audit can have read yet (the
+        audit stops 1.5 s short of now).
         Returns how many calls inside the window were still in flight at the deadline.
         """
         loop = asyncio.get_running_loop()
@@ -147,6 +149,7 @@ class Dispatcher:
                     if payment.requested_at > recent_since and _within(payment, start, end):
                         recent[payment] = view
                         recent_deadline = max(recent_deadline, started + view.timeout_s())
+            recent_deadline = min(recent_deadline, loop.time() + RECENT_WAIT_MAX_S)
         while True:
             inside = self.in_flight_within(start, end)
             if not inside:

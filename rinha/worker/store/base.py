@@ -125,6 +125,12 @@ class RecentWindow:
         self.horizon = self.newest = horizon
 
 
+# The longest a summary waits for the calls under way in its last `settle_recent_ms`: the call
+# timeout's floor (6 s) is longer than the API nodes' wait for a summary (5 s), and a summary
+# answered late is no summary at all.
+RECENT_WAIT_MAX_S = 3.0
+
+
 class Store(abc.ABC):
     """The worker's durable state. Every method may wait on I/O; none blocks for long."""
 
